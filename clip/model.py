@@ -1,0 +1,73 @@
+"""Small CLIPs trained from scratch: open_clip's own model classes, sized by presets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import open_clip
+from pydantic import Field, model_validator
+
+from core.config import Config, pick_preset
+
+
+class ClipModelConfig(Config):
+    """An open_clip ViT CLIP; `open_clip_config()` is the JSON open_clip itself reads."""
+
+    embed_dim: int = Field(128, gt=0)
+    image_size: int = Field(64, ge=16)
+    patch_size: int = Field(8, gt=0)
+    vision_width: int = Field(128, gt=0)
+    vision_layers: int = Field(4, gt=0)
+    vision_heads: int = Field(4, gt=0)
+    context_length: int = Field(24, ge=8)
+    text_width: int = Field(128, gt=0)
+    text_layers: int = Field(4, gt=0)
+    text_heads: int = Field(4, gt=0)
+    vocab_size: int = Field(49408, gt=0)
+
+    @model_validator(mode="after")
+    def _divisible(self) -> ClipModelConfig:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        for width, heads, what in ((self.vision_width, self.vision_heads, "vision"), (self.text_width, self.text_heads, "text")):
+            if width % heads:
+                raise ValueError(f"{what}_width {width} is not divisible by {what}_heads {heads}")
+        return self
+
+    def open_clip_config(self) -> dict[str, Any]:
+        return {
+            "embed_dim": self.embed_dim,
+            "vision_cfg": {
+                "image_size": self.image_size,
+                "patch_size": self.patch_size,
+                "width": self.vision_width,
+                "layers": self.vision_layers,
+                "head_width": self.vision_width // self.vision_heads,
+            },
+            "text_cfg": {
+                "context_length": self.context_length,
+                "vocab_size": self.vocab_size,
+                "width": self.text_width,
+                "heads": self.text_heads,
+                "layers": self.text_layers,
+            },
+        }
+
+    def build(self) -> open_clip.CLIP:
+        cfg = self.open_clip_config()
+        return open_clip.CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"])
+
+
+MODEL_PRESETS: dict[str, ClipModelConfig] = {
+    "smoke": ClipModelConfig(embed_dim=32, image_size=32, patch_size=8, vision_width=32, vision_layers=1,
+                             vision_heads=2, text_width=32, text_layers=1, text_heads=2),
+    "demo": ClipModelConfig(),
+    "base": ClipModelConfig(embed_dim=256, image_size=64, patch_size=8, vision_width=256, vision_layers=8,
+                            vision_heads=8, context_length=32, text_width=256, text_layers=8, text_heads=8),
+    "large": ClipModelConfig(embed_dim=512, image_size=224, patch_size=16, vision_width=768, vision_layers=12,
+                             vision_heads=12, context_length=77, text_width=512, text_layers=12, text_heads=8),
+}
+
+
+def model_preset(name: str) -> ClipModelConfig:
+    return pick_preset(MODEL_PRESETS, name, "CLIP model")

@@ -1,0 +1,102 @@
+"""MLflow tracking: the one module that talks to MLflow for runs, metrics and images.
+
+Default store: a sqlite database and an artifact folder under `./mlruns` (override the folder
+with UNCLIP_MLFLOW_DIR, or the whole store with MLFLOW_TRACKING_URI, e.g. a tracking server).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+
+def store_dir() -> Path:
+    return Path(os.environ.get("UNCLIP_MLFLOW_DIR", "mlruns")).resolve()
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_dir() / 'mlflow.db'}"
+
+
+def configure() -> str:
+    """Point MLflow at the store; create the local folder for the embedded default."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
+        store_dir().mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def ensure_experiment(name: str) -> str:
+    configure()
+    client = MlflowClient()
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        location = (store_dir() / "artifacts").as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:6000]
+    return flat
+
+
+class MlflowTracker:
+    """What the training loop logs to; one MLflow run."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self.run_id = run.info.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        mlflow.log_params(flatten(params))
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_image(self, image: Any, name: str, step: int) -> None:
+        mlflow.log_image(image, key=name, step=step)
+
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=folder)
+        else:
+            mlflow.log_artifact(str(path), artifact_path=folder)
+
+
+@contextmanager
+def start_run(experiment: str, run_name: str | None = None, tags: Mapping[str, Any] | None = None) -> Iterator[MlflowTracker]:
+    experiment_id = ensure_experiment(experiment)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        tracker = MlflowTracker(run)
+        tracker.set_tags({"git_commit": git_commit(), **(tags or {})})
+        yield tracker

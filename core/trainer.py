@@ -1,0 +1,236 @@
+"""The one training loop every stage uses (CLIP, prior, decoder, upsamplers).
+
+Stages differ by model, batches and loss; everything else lives here: accelerate for devices
+and processes, autocast, gradient accumulation and clipping, AdamW with warmup + cosine decay,
+EMA, periodic evaluation, tracking, atomic checkpoints and exact resume.
+
+Exact resume rests on two rules: the global RNG is re-seeded from (seed, step, micro-step,
+rank) before every forward pass, and `batches(epoch, rank, world)` is a pure function of its
+arguments. A run killed and resumed therefore replays the same numbers bit for bit on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+from accelerate import Accelerator
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from core.config import Config
+from core.ema import EMA
+from core.errors import UnclipError
+from core.train_state import find_latest, load_checkpoint, save_checkpoint
+
+
+class TrainConfig(Config):
+    steps: int = Field(1000, gt=0)
+    batch_size: int = Field(64, gt=0, description="per process, per micro-step")
+    grad_accum: int = Field(1, gt=0)
+    lr: float = Field(3e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine decays to lr * min_lr_ratio")
+    grad_clip: float | None = Field(1.0, gt=0)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    checkpoint_every: int = Field(0, ge=0, description="0: only at the end")
+    keep_checkpoints: int = Field(2, gt=0)
+    eval_every: int = Field(0, ge=0, description="0: only at the end")
+    log_every: int = Field(10, gt=0)
+    seed: int = 0
+
+
+class NonFiniteLossError(UnclipError):
+    """Training produced a NaN/inf loss or gradient; the last good checkpoint is kept."""
+
+
+class Tracker(Protocol):
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_image(self, image: Any, name: str, step: int) -> None: ...
+
+
+Batches = Callable[[int, int, int], Iterable[Any]]
+LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
+EvalFn = Callable[[torch.nn.Module, int], dict[str, Any]]
+
+
+@dataclass
+class FitResult:
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    step: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    losses: list[tuple[int, float]] = field(default_factory=list)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to min_lr_ratio at cfg.steps."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
+    return (seed * 1_000_003 + step * 8_191 + micro * 131 + rank * 7) % (2**63)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+class _Stream:
+    """Endless batches over epochs, remembering its place so a resume can skip to it."""
+
+    def __init__(self, batches: Batches, rank: int, world: int, epoch: int = 0, offset: int = 0) -> None:
+        self.batches, self.rank, self.world = batches, rank, world
+        self.epoch, self.offset = epoch, offset
+        self._it = self._open(skip=offset)
+
+    def _open(self, skip: int) -> Iterator[Any]:
+        it = iter(self.batches(self.epoch, self.rank, self.world))
+        for _ in range(skip):
+            next(it)
+        return it
+
+    def next(self) -> Any:
+        for _ in range(2):
+            try:
+                batch = next(self._it)
+                self.offset += 1
+                return batch
+            except StopIteration:
+                self.epoch, self.offset = self.epoch + 1, 0
+                self._it = self._open(skip=0)
+        raise UnclipError("the training data yielded no batch: is the dataset empty or smaller than one batch?")
+
+
+def fit(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    run_config: Config | None = None,
+    evaluate: EvalFn | None = None,
+    tracker: Tracker | None = None,
+    accelerator: Accelerator | None = None,
+    desc: str = "train",
+) -> FitResult:
+    """Train `model` for cfg.steps optimizer steps, resuming from run_dir's latest checkpoint."""
+    run_dir = Path(run_dir)
+    acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
+    rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
+    identity = {"train": cfg.model_dump(mode="json"), "run": run_config.model_dump(mode="json") if run_config else None}
+
+    torch.manual_seed(cfg.seed)
+    ema = EMA(model, cfg.ema_decay)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
+    )
+    step, epoch, offset, losses, window = 0, 0, 0, [], []
+    latest = find_latest(run_dir)
+    if latest is not None:
+        state = load_checkpoint(latest, model, ema, optimizer, identity)
+        step, epoch, offset, losses, window = (state[k] for k in ("step", "epoch", "offset", "losses", "window"))
+    model, optimizer = acc.prepare(model, optimizer)
+    ema.shadow.to(acc.device)
+    stream = _Stream(batches, rank, world, epoch, offset)
+
+    metrics: dict[str, float] = {}
+    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not main, dynamic_ncols=True)
+    window_start, t0 = step, time.perf_counter()
+    while step < cfg.steps:
+        loss_value, grad_norm = _train_step(model, optimizer, loss_fn, stream, cfg, acc, step, rank)
+        ema.update(acc.unwrap_model(model))
+        step += 1
+        window.append(loss_value)
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            mean_loss = sum(window) / len(window)
+            losses.append((step, mean_loss))
+            rate = max(1, step - window_start) * cfg.batch_size * cfg.grad_accum * world / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{mean_loss:.4f}")
+            if main and tracker is not None:
+                tracker.log_metrics(
+                    {"loss": mean_loss, "lr": cfg.lr * lr_factor(step - 1, cfg), "grad_norm": grad_norm,
+                     "samples_per_s": rate}, step)
+            window_start, t0 = step, time.perf_counter()
+        if evaluate is not None and (step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)):
+            metrics = _run_eval(evaluate, ema.shadow, step, acc, tracker)
+        if step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+            if main:
+                save_checkpoint(run_dir, step, acc.unwrap_model(model), ema, optimizer,
+                                {"step": step, "epoch": stream.epoch, "offset": stream.offset,
+                                 "losses": losses, "window": window, "identity": identity}, cfg.keep_checkpoints)
+            acc.wait_for_everyone()
+    bar.close()
+    acc.wait_for_everyone()
+    return FitResult(acc.unwrap_model(model), ema.shadow, step, metrics, losses)
+
+
+def _train_step(model, optimizer, loss_fn, stream, cfg, acc, step, rank) -> tuple[float, float]:
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr * lr_factor(step, cfg)
+    model.train()
+    total = 0.0
+    for micro in range(cfg.grad_accum):
+        torch.manual_seed(step_seed(cfg.seed, step, micro, rank))
+        batch = to_device(stream.next(), acc.device)
+        sync = micro == cfg.grad_accum - 1
+        with nullcontext() if sync else acc.no_sync(model), acc.autocast():
+            loss = loss_fn(model, batch)
+        _check_finite(loss.detach(), acc, step, "loss")
+        acc.backward(loss / cfg.grad_accum)
+        total += loss.item() / cfg.grad_accum
+    grad_norm = float("nan")
+    if cfg.grad_clip is not None:
+        grad_norm = float(acc.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+        _check_finite(torch.tensor(grad_norm), acc, step, "gradient norm")
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total, grad_norm
+
+
+def _check_finite(value: torch.Tensor, acc: Accelerator, step: int, what: str) -> None:
+    bad = torch.tensor([0.0 if torch.isfinite(value).all() else 1.0], device=acc.device)
+    if acc.num_processes > 1:
+        bad = acc.reduce(bad, reduction="sum")
+    if bad.item() > 0:
+        raise NonFiniteLossError(
+            f"the {what} became non-finite at step {step + 1}; stopped without saving this state, the last "
+            "good checkpoint is kept. Try a lower lr, a smaller grad_clip or mixed_precision='no'.")
+
+
+def _run_eval(evaluate: EvalFn, ema_model: torch.nn.Module, step: int, acc: Accelerator, tracker) -> dict:
+    results: dict[str, Any] = {}
+    if acc.is_main_process:
+        ema_model.eval()
+        results = evaluate(ema_model, step)
+        if tracker is not None:
+            numbers = {k: float(v) for k, v in results.items() if isinstance(v, int | float)}
+            tracker.log_metrics(numbers, step)
+            for name, value in results.items():
+                if hasattr(value, "save") and not isinstance(value, int | float):
+                    tracker.log_image(value, name, step)
+    acc.wait_for_everyone()
+    return {k: v for k, v in results.items() if isinstance(v, int | float)}

@@ -1,0 +1,150 @@
+"""The shared training loop: convergence, exact resume, EMA, checkpoints and the NaN guard."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from core.checkpoint import load_weights
+from core.errors import CheckpointError
+from core.train_state import find_latest
+from core.trainer import NonFiniteLossError, TrainConfig, fit, lr_factor
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Dropout(0.1), torch.nn.Linear(16, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+TRUE_W = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+
+
+def batches(epoch: int, rank: int, world: int):
+    g = torch.Generator().manual_seed(1000 + epoch)
+    x = torch.randn(40, 4, generator=g)
+    y = x @ TRUE_W
+    for i in range(rank * 8, 40, 8 * world):
+        yield x[i:i + 8], y[i:i + 8]
+
+
+def mse(model, batch):
+    x, y = batch
+    noise = 0.01 * torch.randn_like(y)  # uses the global RNG, which the loop re-seeds per step
+    return torch.nn.functional.mse_loss(model(x), y + noise)
+
+
+def make(seed: int = 0) -> Tiny:
+    torch.manual_seed(seed)
+    return Tiny()
+
+
+def cfg(**kw) -> TrainConfig:
+    base = dict(steps=12, batch_size=8, lr=1e-2, warmup_steps=2, ema_decay=0.9, log_every=2)
+    return TrainConfig.parse({**base, **kw})
+
+
+def test_loss_decreases_and_ema_is_returned(tmp_path):
+    result = fit(make(), mse, batches, cfg(steps=150, lr=3e-2, log_every=10), tmp_path)
+    assert result.step == 150
+    assert result.losses[-1][1] < 0.2 * result.losses[0][1]
+    live = dict(result.model.named_parameters())
+    assert any(not torch.equal(p, live[n]) for n, p in result.ema.named_parameters())
+    assert find_latest(tmp_path).name == "step_00000150"
+
+
+def test_resume_is_bit_exact(tmp_path):
+    full = fit(make(), mse, batches, cfg(), tmp_path / "full")
+    calls = {"n": 0}
+
+    def killed_after_seven_steps(model, batch):
+        calls["n"] += 1
+        if calls["n"] > 7:
+            raise KeyboardInterrupt
+        return mse(model, batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(make(), killed_after_seven_steps, batches, cfg(checkpoint_every=5), tmp_path / "split")
+    assert find_latest(tmp_path / "split").name == "step_00000005"
+    # a new process rebuilds the model from scratch; the checkpoint restores everything
+    resumed = fit(make(seed=123), mse, batches, cfg(checkpoint_every=5), tmp_path / "split")
+    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    for (name, a), (_, b) in zip(full.ema.state_dict().items(), resumed.ema.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert full.losses == resumed.losses
+
+
+def test_resume_refuses_other_config(tmp_path):
+    fit(make(), mse, batches, cfg(steps=3), tmp_path)
+    with pytest.raises(CheckpointError, match="different configuration"):
+        fit(make(), mse, batches, cfg(steps=6, lr=5e-3), tmp_path)
+
+
+def test_grad_accumulation_matches_bigger_batch_direction(tmp_path):
+    result = fit(make(), mse, batches, cfg(steps=20, grad_accum=2), tmp_path)
+    assert result.losses[-1][1] < result.losses[0][1]
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    calls = {"n": 0}
+
+    def exploding(model, batch):
+        calls["n"] += 1
+        loss = mse(model, batch)
+        return loss * float("nan") if calls["n"] > 6 else loss
+
+    with pytest.raises(NonFiniteLossError, match="step 7"):
+        fit(make(), exploding, batches, cfg(checkpoint_every=3), tmp_path)
+    latest = find_latest(tmp_path)
+    assert latest.name == "step_00000006"
+    weights = load_weights(latest / "model.safetensors")
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_checkpoints_are_pruned_and_never_half_written(tmp_path):
+    fit(make(), mse, batches, cfg(steps=9, checkpoint_every=2, keep_checkpoints=2), tmp_path)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step_00000008", "step_00000009"]
+
+
+def test_evaluate_and_tracker_called_with_ema(tmp_path):
+    seen, logged = [], []
+
+    class Recorder:
+        def log_metrics(self, metrics, step):
+            logged.append((step, dict(metrics)))
+
+        def log_image(self, image, name, step):
+            logged.append((step, name))
+
+    def evaluate(model, step):
+        seen.append((step, model.training))
+        return {"score": float(step)}
+
+    result = fit(make(), mse, batches, cfg(steps=6, eval_every=3), tmp_path, evaluate=evaluate, tracker=Recorder())
+    assert seen == [(3, False), (6, False)]
+    assert result.metrics == {"score": 6.0}
+    assert any("loss" in m for _, m in logged if isinstance(m, dict))
+
+
+def test_lr_schedule_warmup_then_cosine():
+    c = cfg(steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, c) == pytest.approx(0.1)
+    assert lr_factor(9, c) == pytest.approx(1.0)
+    assert lr_factor(55, c) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor(100, c) == pytest.approx(0.1)
+
+
+def test_bad_config_is_a_clear_error():
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="steps"):
+        TrainConfig.parse({"steps": 0})
+    with pytest.raises(ConfigError, match="stepz"):
+        TrainConfig.parse({"stepz": 3})
