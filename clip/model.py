@@ -55,7 +55,7 @@ class ClipModelConfig(Config):
 
     def build(self) -> open_clip.CLIP:
         cfg = self.open_clip_config()
-        return open_clip.CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"])
+        return open_clip.CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"], output_dict=True)
 
 
 MODEL_PRESETS: dict[str, ClipModelConfig] = {

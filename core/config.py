@@ -66,3 +66,30 @@ def pick_preset(presets: Mapping[str, C], name: str, kind: str) -> C:
     if name not in presets:
         raise ConfigError(f"unknown {kind} preset {name!r}; choose one of: {', '.join(presets)}")
     return presets[name]
+
+
+def apply_overrides(cfg: C, assignments: list[str] | tuple[str, ...]) -> C:
+    """Apply command-line overrides such as `train.steps=200` or `model.width=64` to a nested config.
+
+    Values are read as JSON where they parse (numbers, booleans, null, lists), else as strings;
+    unknown keys and bad values are ConfigErrors from the validation of the result.
+    """
+    data = cfg.model_dump(mode="json")
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.steps=200)")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section of {type(cfg).__name__}")
+            node = node[part]
+        if leaf not in node:
+            raise ConfigError(f"override {item!r}: unknown key {leaf!r}; known: {', '.join(sorted(node))}")
+        node[leaf] = value
+    return type(cfg).parse(data)

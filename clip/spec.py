@@ -1,0 +1,143 @@
+"""`ClipSpec`: which CLIP a model was trained against, as a frozen, serialisable record.
+
+Every stage stores the spec of the CLIP it was trained with beside its weights, and checks it
+against the CLIP in use with `check_same_clip`. The fingerprint names the CLIP's identity (its
+weights' content hash and dimensions), not where its files happen to live.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import Field, model_validator
+
+from core.config import Config
+from core.errors import CheckpointError, ClipMismatchError, ConfigError
+
+SPEC_FILE = "clip_spec.json"
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+_PATH_FIELDS = ("model", "pretrained")
+
+
+class ClipSpec(Config):
+    """The CLIP in use: how to load it and the dimensions every stage depends on.
+
+    `model`: open_clip registered name (e.g. "ViT-B-32") or path to an open_clip model-config
+    JSON file; hf: a `CLIPModel.save_pretrained` directory. `pretrained` (open_clip only): a
+    pretrained tag or a local weights file. `weights_sha256` pins the weights' content.
+    """
+
+    backend: Literal["open_clip", "hf"]
+    model: str = Field(min_length=1)
+    pretrained: str | None = None
+    weights_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    embed_dim: int = Field(gt=0)
+    image_size: int = Field(gt=0)
+    context_length: int = Field(gt=0)
+    text_width: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _hf_weights_live_in_model_dir(self) -> Self:
+        if self.backend == "hf" and self.pretrained is not None:
+            raise ValueError("hf CLIPs keep their weights in the `model` directory; leave `pretrained` unset")
+        return self
+
+    @classmethod
+    def resolve(cls, backend: str, model: str | Path, pretrained: str | Path | None = None) -> ClipSpec:
+        """Load the CLIP once to read its dimensions and hash its local weights file(s)."""
+        # Imported here because clip.encoder imports this module.
+        from clip.encoder import resolve_spec
+
+        return resolve_spec(backend, model, pretrained)
+
+    @classmethod
+    def for_local_open_clip(cls, config_path: str | Path, weights_path: str | Path) -> ClipSpec:
+        """Spec of an open_clip CLIP saved as a model-config JSON file plus a weights file."""
+        return cls.resolve("open_clip", config_path, weights_path)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that say which CLIP this is; file locations drop out once weights are hashed."""
+        data = self.model_dump(mode="json")
+        if self.weights_sha256 is not None:
+            for name in _PATH_FIELDS:
+                if is_local_path(self.backend, name, data[name]):
+                    data[name] = None
+        return data
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / SPEC_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json() + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ClipSpec:
+        path = Path(directory) / SPEC_FILE
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise CheckpointError(f"{path}: cannot read CLIP spec ({err.strerror or err})") from None
+        try:
+            return cls.from_json(text)
+        except ConfigError as err:
+            raise CheckpointError(f"{path}: {err}") from None
+
+
+def is_local_path(backend: str, field: str, value: str | None) -> bool:
+    """Whether a `model`/`pretrained` value names a file or folder rather than a registry name or tag."""
+    if value is None:
+        return False
+    if backend == "hf" or "/" in value or "\\" in value:
+        return True
+    suffixes = (".json",) if field == "model" else WEIGHT_SUFFIXES
+    return value.endswith(suffixes)
+
+
+def check_same_clip(expected: ClipSpec, actual: ClipSpec, what: str) -> None:
+    """Raise ClipMismatchError if `what` (a component trained with `expected`) would run with another CLIP."""
+    if expected.fingerprint() == actual.fingerprint():
+        return
+    want, got = expected.identity(), actual.identity()
+    differing = ", ".join(
+        f"{k}: {_short(want[k])} != {_short(got[k])}" for k in sorted(want) if want[k] != got[k]
+    )
+    raise ClipMismatchError(
+        f"{what} was trained with CLIP {expected.fingerprint()} but the CLIP in use is "
+        f"{actual.fingerprint()} ({differing})"
+    )
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text[:12] + "…" if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
+
+
+def sha256_files(paths: Iterable[Path]) -> str:
+    """Content hash of one weights file (equal to `sha256sum FILE`) or of several, by name and content."""
+    paths = sorted(paths, key=lambda p: p.name)
+    if not paths:
+        raise CheckpointError("no weights files to hash")
+    digests = [(p.name, _sha256_file(p)) for p in paths]
+    if len(digests) == 1:
+        return digests[0][1]
+    joined = "".join(f"{digest}  {name}\n" for name, digest in digests)
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read weights ({err.strerror or err})") from None
+    return digest.hexdigest()

@@ -1,0 +1,179 @@
+"""Train a small CLIP from scratch (open_clip model classes and contrastive loss).
+
+    python -m clip.train --preset demo --out runs/clip
+    python -m clip.train --preset demo --set train.steps=2000 --set model.embed_dim=256
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+from clip.bank import ImageBank, materialise
+from clip.model import ClipModelConfig, model_preset
+from clip.zeroshot import attribute_accuracy, retrieval_top1
+from core.checkpoint import save_model_folder, write_json
+from core.config import Config, apply_overrides, pick_preset
+from core.trainer import Tracker, TrainConfig, fit
+from data import DatasetConfig, open_dataset
+
+log = logging.getLogger("clip.train")
+
+
+class ClipTrainSettings(Config):
+    model: ClipModelConfig
+    train: TrainConfig
+    data: DatasetConfig
+    eval_size: int = 1000
+
+
+PRESETS: dict[str, ClipTrainSettings] = {
+    "smoke": ClipTrainSettings(
+        model=model_preset("smoke"),
+        train=TrainConfig(steps=20, batch_size=32, lr=1e-3, warmup_steps=2, log_every=5),
+        data=DatasetConfig(num_examples=600, val_size=100, image_size=32),
+        eval_size=100,
+    ),
+    "demo": ClipTrainSettings(
+        model=model_preset("demo"),
+        train=TrainConfig(steps=1500, batch_size=256, lr=1e-3, weight_decay=0.1, warmup_steps=100,
+                          min_lr_ratio=0.05, ema_decay=0.99, log_every=25),
+        data=DatasetConfig(num_examples=21000, val_size=1000, image_size=64, paraphrase=True),
+    ),
+    "base": ClipTrainSettings(
+        model=model_preset("base"),
+        train=TrainConfig(steps=20000, batch_size=512, lr=5e-4, weight_decay=0.2, warmup_steps=1000,
+                          mixed_precision="bf16", ema_decay=0.999, checkpoint_every=2000, eval_every=2000),
+        data=DatasetConfig(num_examples=200000, val_size=1000, image_size=64, paraphrase=True),
+    ),
+}
+
+
+def settings_for(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> ClipTrainSettings:
+    return apply_overrides(pick_preset(PRESETS, preset, "CLIP training"), overrides)
+
+
+def normalise_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 [B,3,S,S] → the float input open_clip models expect (OpenAI mean/std)."""
+    mean = torch.tensor(OPENAI_DATASET_MEAN, device=pixels.device).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_DATASET_STD, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels.float() / 255 - mean) / std
+
+
+def make_batches(bank: ImageBank, tokens: torch.Tensor, batch_size: int, seed: int):
+    def batches(epoch: int, rank: int, world: int):
+        order = torch.randperm(len(bank), generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+        mine = order[rank::world]
+        for i in range(0, len(mine) - batch_size + 1, batch_size):
+            idx = mine[i:i + batch_size]
+            yield bank.pixels[idx], tokens[idx]
+    return batches
+
+
+def make_loss(world: int, rank: int):
+    loss = open_clip.ClipLoss(gather_with_grad=world > 1, rank=rank, world_size=world)
+
+    def clip_loss(model, batch):
+        pixels, tokens = batch
+        out = model(normalise_pixels(pixels), tokens)
+        return loss(out["image_features"], out["text_features"], out["logit_scale"])
+    return clip_loss
+
+
+def make_evaluate(val: ImageBank, attrs, tokenizer):
+    def evaluate(model, step: int) -> dict[str, float]:
+        model = model.float()
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            feats = [F.normalize(model.encode_image(normalise_pixels(val.pixels[i:i + 256].to(device))), dim=-1)
+                     for i in range(0, len(val), 256)]
+            image_embeds = torch.cat(feats)
+
+            def embed_text(captions):
+                return F.normalize(model.encode_text(tokenizer(captions).to(device)), dim=-1)
+
+            metrics = {"retrieval_top1": retrieval_top1(image_embeds, val.captions, embed_text)}
+            if attrs is not None:
+                accuracy = attribute_accuracy(image_embeds, attrs, embed_text)
+                metrics.update({f"zeroshot_{k}": v for k, v in accuracy.items()})
+                metrics["zeroshot_min"] = min(accuracy.values())
+        return metrics
+    return evaluate
+
+
+def train_clip(settings: ClipTrainSettings, out: str | Path, tracker: Tracker | None = None):
+    """Train, evaluate and write `out/model` (weights + open_clip config + ClipSpec). Returns (spec, metrics)."""
+    from accelerate import Accelerator
+
+    from clip.spec import ClipSpec
+
+    out = Path(out)
+    acc = Accelerator(mixed_precision=settings.train.mixed_precision)
+    train_set, val_set = open_dataset(settings.data, "train"), open_dataset(settings.data, "val")
+    size = settings.model.image_size
+    bank = materialise(train_set, size, total=_len(train_set), desc="load train")
+    val = materialise(_take(val_set, settings.eval_size), size, desc="load val")
+    for name, ds in (("train", train_set), ("val", val_set)):
+        if ds.skips.total:
+            log.warning("%s split: %s", name, ds.skips)
+    tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=settings.model.context_length)
+    tokens = tokenizer(bank.captions)
+    attrs = [val_set.attributes(i) for i in range(len(val))] if settings.data.source == "shapes" else None
+
+    torch.manual_seed(settings.train.seed)
+    model = settings.model.build()
+    result = fit(model, make_loss(acc.num_processes, acc.process_index),
+                 make_batches(bank, tokens, settings.train.batch_size, settings.train.seed),
+                 settings.train, out / "run", run_config=settings, evaluate=make_evaluate(val, attrs, tokenizer),
+                 tracker=tracker, accelerator=acc, desc="clip")
+    folder = out / "model"
+    if acc.is_main_process:
+        save_model_folder(folder, result.ema.float(), {"open_clip_config": settings.model.open_clip_config(),
+                                                      "train_settings": settings})
+        spec = ClipSpec.for_local_open_clip(folder / "open_clip_config.json", folder / "model.safetensors")
+        spec.save(folder)
+        write_json(folder / "metrics.json", result.metrics)
+    acc.wait_for_everyone()
+    return ClipSpec.load(folder), result.metrics
+
+
+def _len(ds) -> int | None:
+    try:
+        return len(ds)
+    except TypeError:
+        return None
+
+
+def _take(ds, n: int):
+    for i, ex in enumerate(ds):
+        if i >= n:
+            return
+        yield ex
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clip.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="demo", choices=list(PRESETS), help="size preset (default: demo)")
+    parser.add_argument("--out", default="runs/clip", help="output folder (default: runs/clip)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. train.steps=200 or data.source=folder (repeatable)")
+    args = parser.parse_args(argv)
+    from core.cli import run_cli
+
+    def job():
+        settings = settings_for(args.preset, args.overrides)
+        spec, metrics = train_clip(settings, args.out)
+        print(f"CLIP written to {Path(args.out) / 'model'} (fingerprint {spec.fingerprint()})")
+        for k, v in sorted(metrics.items()):
+            print(f"  {k}: {v:.4f}")
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

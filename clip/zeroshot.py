@@ -1,0 +1,56 @@
+"""Zero-shot evaluation of CLIP embeddings on the built-in shapes data.
+
+Used for the CLIP itself and, with predicted or decoded embeddings, for every later stage.
+For each image and attribute the candidates are the image's canonical caption with that
+attribute set to each of its values; a hit is the true caption scoring highest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from data.shapes.captions import candidate_captions, canonical_caption
+from data.shapes.spec import ATTRIBUTE_VALUES, ATTRIBUTES, ShapeAttributes
+
+EmbedText = Callable[[list[str]], torch.Tensor]
+
+
+def embed_captions(captions: Sequence[str], embed_text: EmbedText, batch_size: int = 512) -> dict[str, torch.Tensor]:
+    unique = sorted(set(captions))
+    rows = [embed_text(unique[i:i + batch_size]).float().cpu() for i in range(0, len(unique), batch_size)]
+    table = torch.cat(rows)
+    return {caption: table[i] for i, caption in enumerate(unique)}
+
+
+def attribute_accuracy(
+    image_embeds: torch.Tensor, attrs: Sequence[ShapeAttributes], embed_text: EmbedText
+) -> dict[str, float]:
+    """Per-attribute zero-shot accuracy of L2-normalised image embeddings [N, D]."""
+    if len(image_embeds) != len(attrs):
+        raise ValueError(f"{len(image_embeds)} embeddings for {len(attrs)} attribute sets")
+    candidates = {a: [candidate_captions(x, a) for x in attrs] for a in ATTRIBUTES}
+    table = embed_captions([c for per in candidates.values() for cands in per for c in cands], embed_text)
+    image_embeds = image_embeds.float().cpu()
+    accuracy = {}
+    for attribute in ATTRIBUTES:
+        hits = 0
+        for emb, x, cands in zip(image_embeds, attrs, candidates[attribute]):
+            scores = torch.stack([table[c] for c in cands]) @ emb
+            hits += ATTRIBUTE_VALUES[attribute][int(scores.argmax())] == getattr(x, attribute)
+        accuracy[attribute] = hits / len(attrs)
+    return accuracy
+
+
+def retrieval_top1(image_embeds: torch.Tensor, captions: Sequence[str], embed_text: EmbedText) -> float:
+    """Image→text top-1 among the given captions; a retrieved identical caption counts as a hit."""
+    table = embed_captions(captions, embed_text)
+    unique = list(table)
+    scores = image_embeds.float().cpu() @ torch.stack([table[c] for c in unique]).T
+    best = scores.argmax(dim=1)
+    return sum(unique[int(b)] == c for b, c in zip(best, captions)) / len(captions)
+
+
+def canonical_captions(attrs: Sequence[ShapeAttributes]) -> list[str]:
+    return [canonical_caption(x) for x in attrs]

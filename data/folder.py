@@ -1,0 +1,181 @@
+"""A directory tree of images with captions from captions.tsv, captions.jsonl or sidecar .txt files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from core.errors import ConfigError
+from data.base import MapDataset
+from data.captions import caption_text
+from data.config import DatasetConfig, Split
+from data.example import Example
+from data.images import IMAGE_EXTENSIONS, load_rgb
+from data.skips import BadItem, SkipCounter
+from data.splits import split_of
+
+log = logging.getLogger("data")
+
+TSV_INDEX, JSONL_INDEX = "captions.tsv", "captions.jsonl"
+TSV_HEADER_NAMES = ("file", "filename", "image", "path", "name", "key")
+JSONL_FILE_FIELDS = ("file", "image", "path")
+JSONL_CAPTION_FIELDS = ("caption", "text")
+
+RawCaption = bytes | str | None
+
+
+class FolderDataset(MapDataset):
+    """Key = image path relative to the root (with '/'); the caption comes from the index
+    files at the root (captions.tsv, then captions.jsonl) or else from KEY-without-suffix.txt."""
+
+    def __init__(self, cfg: DatasetConfig, split: Split) -> None:
+        self.cfg, self.split = cfg, split
+        self.root = cfg.existing_path()
+        self.skips = SkipCounter()
+        self._listing = _scan(self.root)
+        images = [name for name in self._listing if name.lower().endswith(IMAGE_EXTENSIONS)]
+        if not images:
+            raise ConfigError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {str(self.root)!r}")
+        self._index, self._index_digest = read_caption_index(self.root)
+        unmatched = set(self._index).difference(images)
+        if unmatched:
+            log.warning(
+                "%d caption entries name no image under %s, e.g. %r",
+                len(unmatched),
+                self.root,
+                min(unmatched),
+            )
+        self._keys = [name for name in images if split_of(name, cfg.val_fraction) == split]
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def key(self, index: int) -> str:
+        self._check_index(index)
+        return self._keys[index]
+
+    def __getitem__(self, index: int) -> Example | None:
+        key = self.key(index)
+        try:
+            caption = caption_text(self._raw_caption(key))
+            image, converted_from = load_rgb(self.root / key, min_side=self.cfg.min_side)
+        except BadItem as bad:
+            self.skips.add(bad.reason, key, bad.detail)
+            return None
+        if converted_from is not None:
+            self.skips.convert(converted_from, key)
+        return Example(key=key, image=image, caption=caption)
+
+    def _raw_caption(self, key: str) -> RawCaption:
+        if key in self._index:
+            return self._index[key]
+        sidecar = str(Path(key).with_suffix(".txt").as_posix())
+        if sidecar not in self._listing:
+            return None
+        try:
+            return (self.root / sidecar).read_bytes()
+        except OSError:
+            return None
+
+    def fingerprint(self) -> str:
+        """Hash of every file's relative path, size and mtime when opened, the index files'
+        contents, and the settings that choose this split's examples."""
+        digest = hashlib.sha256(f"folder/{self.split}/{self.cfg.val_fraction}/{self.cfg.min_side}".encode())
+        for name, (size, mtime_ns) in sorted(self._listing.items()):
+            digest.update(f"\0{name}\0{size}\0{mtime_ns}".encode("utf-8", "surrogateescape"))
+        digest.update(self._index_digest)
+        return digest.hexdigest()[:16]
+
+
+def _scan(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under root (recursively): relative posix path -> (size, mtime in ns)."""
+    listing = {}
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder, name)
+            try:
+                stat = path.stat()
+            except OSError:  # a dangling link: listed, and reported when read
+                stat = None
+            listing[path.relative_to(root).as_posix()] = (
+                (stat.st_size, stat.st_mtime_ns) if stat else (-1, -1)
+            )
+    return listing
+
+
+def read_caption_index(root: Path) -> tuple[dict[str, RawCaption], bytes]:
+    """Captions from root/captions.tsv and root/captions.jsonl (the latter wins on a clash),
+    and a digest of both files' contents."""
+    index: dict[str, RawCaption] = {}
+    digest = hashlib.sha256()
+    for name, parse in ((TSV_INDEX, _parse_tsv), (JSONL_INDEX, _parse_jsonl)):
+        path = root / name
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+        entries = parse(data, path)
+        clashes = set(index).intersection(entries)
+        if clashes:
+            log.warning(
+                "%s repeats %d files captioned earlier, e.g. %r; using %s",
+                path,
+                len(clashes),
+                min(clashes),
+                name,
+            )
+        index.update(entries)
+    return index, digest.digest()
+
+
+def _normalise_name(name: str) -> str:
+    name = name.strip().replace("\\", "/")
+    return name[2:] if name.startswith("./") else name
+
+
+def _parse_tsv(data: bytes, path: Path) -> dict[str, RawCaption]:
+    """filename<TAB>caption per line, optional header; captions stay bytes, decoded per item."""
+    entries: dict[str, RawCaption] = {}
+    for number, line in enumerate(data.removeprefix(b"\xef\xbb\xbf").splitlines()):
+        if not line.strip():
+            continue
+        name, _, caption = line.partition(b"\t")  # no tab: an empty caption, counted when read
+        file_name = _normalise_name(name.decode("utf-8", "surrogateescape"))
+        if number == 0 and file_name.lower() in TSV_HEADER_NAMES:
+            continue
+        entries[file_name] = caption
+    return entries
+
+
+def _parse_jsonl(data: bytes, path: Path) -> dict[str, RawCaption]:
+    """One object per line with "file"/"image"/"path" and "caption"/"text"."""
+    entries: dict[str, RawCaption] = {}
+    unreadable = 0
+    for line in data.removeprefix(b"\xef\xbb\xbf").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8", "surrogateescape"))
+        except json.JSONDecodeError:
+            record = None
+        file_name = (
+            next((record[f] for f in JSONL_FILE_FIELDS if f in record), None)
+            if isinstance(record, dict)
+            else None
+        )
+        if not isinstance(file_name, str):
+            unreadable += 1
+            continue
+        caption = next((record[f] for f in JSONL_CAPTION_FIELDS if f in record), None)
+        entries[_normalise_name(file_name)] = caption if isinstance(caption, str) else None
+    if unreadable:
+        log.warning(
+            "%s: %d lines are not JSON objects naming a file; their images count as uncaptioned",
+            path,
+            unreadable,
+        )
+    return entries
