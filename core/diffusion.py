@@ -1,0 +1,158 @@
+"""The noise process and samplers shared by every diffusion stage (prior, decoder, upsamplers).
+
+Networks know nothing of schedules: a stage hands in `denoise(x, t) -> model output` and these
+functions run diffusers' schedulers around it. Randomness is per sample (one generator each),
+so a sample never depends on the batch it was drawn in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
+
+import torch
+from diffusers import (
+    DDIMInverseScheduler,
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+)
+from diffusers.utils.torch_utils import randn_tensor
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from core.config import Config
+
+Schedule = Literal["cosine", "linear"]
+Prediction = Literal["epsilon", "sample", "v_prediction"]
+Sampler = Literal["ddpm", "ddim", "dpmpp"]
+Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+_BETA_SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}
+
+
+class NoiseConfig(Config):
+    """How a stage is noised in training; samplers are derived from it."""
+
+    schedule: Schedule = "cosine"
+    prediction: Prediction = "epsilon"
+    train_steps: int = Field(1000, gt=1)
+    zero_terminal_snr: bool = False
+
+    def scheduler_config(self) -> dict:
+        return {
+            "num_train_timesteps": self.train_steps,
+            "beta_schedule": _BETA_SCHEDULES[self.schedule],
+            "prediction_type": self.prediction,
+            "rescale_betas_zero_snr": self.zero_terminal_snr,
+            "clip_sample": False,
+            "timestep_spacing": "trailing",
+        }
+
+
+def training_scheduler(noise: NoiseConfig) -> DDPMScheduler:
+    return DDPMScheduler(variance_type="fixed_small", **noise.scheduler_config())
+
+
+def sampling_scheduler(noise: NoiseConfig, sampler: Sampler, steps: int, *, threshold: float | None = None):
+    """A diffusers scheduler for inference with `steps` steps; `threshold` turns on Imagen's dynamic
+    thresholding of the predicted clean sample (ratio 0.995, max value `threshold`)."""
+    if steps < 1 or steps > noise.train_steps:
+        raise ValueError(f"sampling steps must be between 1 and {noise.train_steps}, got {steps}")
+    cfg = noise.scheduler_config()
+    extra = {"thresholding": True, "sample_max_value": threshold, "dynamic_thresholding_ratio": 0.995} if threshold else {}
+    if sampler == "ddim":
+        sched = DDIMScheduler(set_alpha_to_one=True, **cfg, **extra)
+    elif sampler == "dpmpp":
+        # zero terminal SNR makes the last sigma infinite, which DPM-Solver cannot take
+        cfg.pop("rescale_betas_zero_snr")
+        sched = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2,
+                                            final_sigmas_type="zero", **cfg, **extra)
+    elif sampler == "ddpm":
+        sched = DDPMScheduler(variance_type="fixed_small", **cfg, **extra)
+    else:
+        raise ValueError(f"unknown sampler {sampler!r}; choose ddpm, ddim or dpmpp")
+    sched.set_timesteps(steps)
+    return sched
+
+
+def generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """One CPU generator per sample: the same seed gives the same sample on any device, in any batch."""
+    return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+
+def initial_noise(seeds: Sequence[int], shape: Sequence[int], device, dtype=torch.float32) -> torch.Tensor:
+    """x_T for len(seeds) samples of `shape` (without the batch dimension)."""
+    noise = randn_tensor((len(seeds), *shape), generator=generators(seeds), device=torch.device("cpu"))
+    return noise.to(device=device, dtype=dtype)
+
+
+def add_noise(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return scheduler.add_noise(x0, noise, t)
+
+
+def training_target(scheduler: DDPMScheduler, x0, noise, t) -> torch.Tensor:
+    """What the network is trained to output under the scheduler's parameterisation."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "sample":
+        return x0
+    return scheduler.get_velocity(x0, noise, t)
+
+
+def guided(model: Callable[..., torch.Tensor], cond: Mapping[str, torch.Tensor],
+           uncond: Mapping[str, torch.Tensor], scale: float) -> Denoise:
+    """Classifier-free guidance as one wrapper: conditional and unconditional branches share one
+    batched forward pass; scale 1 is the plain conditional model."""
+    if scale == 1.0:
+        return lambda x, t: model(x, t, **cond)
+    both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out_uncond, out_cond = model(torch.cat([x, x]), torch.cat([t, t]), **both).chunk(2)
+        return out_uncond + scale * (out_cond - out_uncond)
+
+    return denoise
+
+
+def sample(denoise: Denoise, scheduler, x_t: torch.Tensor, *, seeds: Sequence[int] | None = None,
+           eta: float = 0.0, progress: bool = False, desc: str = "sample",
+           callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Run `scheduler` from x_T to x_0. Stochastic steps (DDPM, DDIM with eta > 0) draw their noise
+    from per-sample generators seeded from `seeds`, so samples are batch-size independent."""
+    gens = generators([s + 1 for s in seeds]) if seeds is not None else None
+    x = x_t
+    for i, t in enumerate(tqdm(scheduler.timesteps, desc=desc, disable=not progress, leave=False)):
+        tt = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+        out = denoise(scheduler.scale_model_input(x, t), tt)
+        kwargs = {}
+        if isinstance(scheduler, DDIMScheduler):
+            kwargs["eta"] = eta
+            if eta > 0:
+                kwargs["variance_noise"] = _noise_like(x, gens)
+        elif isinstance(scheduler, DDPMScheduler):
+            kwargs["generator"] = gens
+        x = scheduler.step(out, t, x, **kwargs).prev_sample
+        if callback is not None:
+            callback(i, x)
+    return x
+
+
+def _noise_like(x: torch.Tensor, gens: list[torch.Generator] | None) -> torch.Tensor:
+    if gens is None:
+        return torch.randn_like(x)
+    return randn_tensor(tuple(x.shape), generator=gens, device=torch.device("cpu")).to(x.device, x.dtype)
+
+
+@torch.no_grad()
+def ddim_invert(denoise: Denoise, noise: NoiseConfig, x0: torch.Tensor, steps: int,
+                progress: bool = False) -> torch.Tensor:
+    """Deterministic DDIM inversion x_0 → x_T; DDIM (eta 0) with the same steps maps it back."""
+    inverse = DDIMInverseScheduler(**noise.scheduler_config())
+    inverse.set_timesteps(steps)
+    x = x0
+    for t in tqdm(inverse.timesteps, desc="invert", disable=not progress, leave=False):
+        tt = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+        x = inverse.step(denoise(x, tt), t, x).prev_sample
+    return x
