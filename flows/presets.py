@@ -1,0 +1,43 @@
+"""One preset name for the whole cascade: each stage's own preset of the same name."""
+
+from __future__ import annotations
+
+from clip.train import ClipTrainSettings
+from clip.train import settings_for as clip_settings
+from core.config import Config, apply_overrides
+from decoder.config import DecoderSettings
+from decoder.config import settings_for as decoder_settings
+from prior.train import PriorTrainSettings
+from prior.train import settings_for as prior_settings
+from upsamplers.config import UpsamplerTrainSettings
+from upsamplers.config import settings_for as upsampler_settings
+
+CASCADE_PRESETS = ("smoke", "demo", "base", "paper")
+
+
+class CascadeSettings(Config):
+    preset: str
+    clip: ClipTrainSettings
+    prior: PriorTrainSettings
+    decoder: DecoderSettings
+    upsampler1: UpsamplerTrainSettings
+    upsampler2: UpsamplerTrainSettings
+
+    @property
+    def embed_image_size(self) -> int:
+        """Images stored beside the embeddings, at the decoder's resolution."""
+        return self.decoder.decoder.image_size
+
+
+def cascade_settings(preset: str = "demo", overrides: list[str] | tuple[str, ...] = ()) -> CascadeSettings:
+    """Settings of every stage; overrides address a stage, e.g. `prior.train.steps=500`."""
+    clip_preset = "base" if preset == "paper" else preset  # the paper used a pretrained CLIP; see README
+    settings = CascadeSettings(
+        preset=preset,
+        clip=clip_settings(clip_preset),
+        prior=prior_settings(preset),
+        decoder=decoder_settings(preset),
+        upsampler1=upsampler_settings(1, preset),
+        upsampler2=upsampler_settings(2, preset),
+    )
+    return apply_overrides(settings, overrides)

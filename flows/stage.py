@@ -1,0 +1,84 @@
+"""What every training stage shares: skip when already registered, track, register behind the gate.
+
+Plain functions here; the Prefect wrappers live in flows/train.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from core import tracking
+from core.checkpoint import write_json
+from core.config import Config
+
+log = logging.getLogger("flows")
+
+# Bump when training code changes in a way that should retrain finished stages.
+CODE_VERSION = "1"
+
+
+@dataclass
+class StageResult:
+    stage: str
+    model_name: str
+    version: str
+    folder: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+    skipped: bool = False
+    promoted: bool | None = None
+    run_id: str | None = None
+
+    def markdown(self) -> str:
+        state = "skipped (inputs unchanged, already registered)" if self.skipped else (
+            "promoted to champion" if self.promoted else "registered as challenger, champion kept")
+        rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(self.metrics.items()))
+        return (f"### {self.stage}\n\nmodel `{self.model_name}` version {self.version}: {state}; MLflow run "
+                f"`{self.run_id or '-'}`\n\n| metric | value |\n|---|---|\n{rows}\n")
+
+
+def inputs_fingerprint(settings: Config, **inputs: Any) -> str:
+    try:
+        package = version("unclip")
+    except PackageNotFoundError:
+        package = "dev"
+    blob = json.dumps({"settings": settings.model_dump(mode="json"), "inputs": inputs,
+                       "code": [package, CODE_VERSION]}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_stage(stage: str, model_name: str, settings: Config, inputs: dict[str, Any],
+              train: Callable[[tracking.MlflowTracker], tuple[Path, dict[str, float]]],
+              metric: str, higher_is_better: bool = True, force: bool = False) -> StageResult:
+    """Train `stage` unless a registered version was trained from the very same inputs."""
+    fp = inputs_fingerprint(settings, **inputs)
+    existing = None if force else tracking.find_version_by_tag(model_name, "inputs_fingerprint", fp)
+    if existing is not None:
+        log.info("%s: inputs unchanged, using %s version %s", stage, model_name, existing)
+        folder = tracking.download_model(model_name, existing)
+        metrics = _read_metrics(folder)
+        return StageResult(stage, model_name, existing, folder, metrics, skipped=True)
+    tags = {"stage": stage, "inputs_fingerprint": fp, **{k: str(v) for k, v in inputs.items()}}
+    with tracking.start_run(f"unclip-{stage}", run_name=f"{stage}-{fp[:8]}", tags=tags) as tracker:
+        tracker.log_params(settings.model_dump(mode="json"))
+        folder, metrics = train(tracker)
+        metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        write_json(Path(folder) / "metrics.json", metrics)
+        tracker.log_metrics({f"final.{k}": v for k, v in metrics.items()}, step=0)
+        decision = tracking.register_model(tracker, folder, model_name, metric, metrics[metric], higher_is_better,
+                                           tags={"inputs_fingerprint": fp, "stage": stage})
+    log.info("%s: %s version %s %s (%s %.4f vs champion %s)", stage, model_name, decision.version,
+             "promoted" if decision.promoted else "kept as challenger", metric, decision.value, decision.champion_value)
+    return StageResult(stage, model_name, decision.version, Path(folder), metrics, promoted=decision.promoted,
+                       run_id=tracker.run_id)
+
+
+def _read_metrics(folder: Path) -> dict[str, float]:
+    path = Path(folder) / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
