@@ -141,8 +141,10 @@ def register_model(tracker: MlflowTracker, folder: str | Path, name: str, metric
         champion_value = float(champion.tags.get("metric_value", "nan"))
     except MlflowException:
         champion = None
-    better = value > champion_value if higher_is_better else value < champion_value
-    promoted = champion is None or not math.isfinite(champion_value) or better
+    if champion_value is None or not math.isfinite(champion_value):
+        promoted = True
+    else:
+        promoted = value > champion_value if higher_is_better else value < champion_value
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, mv.version)
     decision = GateDecision(name, str(mv.version), promoted, metric, float(value), champion_value)
@@ -187,5 +189,5 @@ def download_model(name: str, ref: str | int = CHAMPION) -> Path:
     if not (target / ".complete").is_file():
         target.mkdir(parents=True, exist_ok=True)
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(target))
-        (target / ".complete").write_text(mv.version)
+        (target / ".complete").write_text(str(mv.version))
     return target
