@@ -61,7 +61,7 @@ class ClipModelConfig(Config):
 MODEL_PRESETS: dict[str, ClipModelConfig] = {
     "smoke": ClipModelConfig(embed_dim=32, image_size=32, patch_size=8, vision_width=32, vision_layers=1,
                              vision_heads=2, text_width=32, text_layers=1, text_heads=2),
-    "demo": ClipModelConfig(),
+    "demo": ClipModelConfig(vision_layers=3, text_layers=3),
     "base": ClipModelConfig(embed_dim=256, image_size=64, patch_size=8, vision_width=256, vision_layers=8,
                             vision_heads=8, context_length=32, text_width=256, text_layers=8, text_heads=8),
     "large": ClipModelConfig(embed_dim=512, image_size=224, patch_size=16, vision_width=768, vision_layers=12,

@@ -14,8 +14,10 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from pydantic import Field
 
 from clip.bank import ImageBank, materialise
+from clip.batches import make_batches
 from clip.model import ClipModelConfig, model_preset
 from clip.zeroshot import attribute_accuracy, retrieval_top1
 from core.checkpoint import save_model_folder, write_json
@@ -31,6 +33,7 @@ class ClipTrainSettings(Config):
     train: TrainConfig
     data: DatasetConfig
     eval_size: int = 1000
+    hard_fraction: float = Field(0.0, ge=0, lt=1, description="share of each batch given to caption-neighbour hard negatives")
 
 
 PRESETS: dict[str, ClipTrainSettings] = {
@@ -42,8 +45,8 @@ PRESETS: dict[str, ClipTrainSettings] = {
     ),
     "demo": ClipTrainSettings(
         model=model_preset("demo"),
-        train=TrainConfig(steps=1500, batch_size=256, lr=1e-3, weight_decay=0.1, warmup_steps=100,
-                          min_lr_ratio=0.05, ema_decay=0.99, log_every=25),
+        train=TrainConfig(steps=600, batch_size=128, lr=1e-3, weight_decay=0.1, warmup_steps=50,
+                          min_lr_ratio=0.05, ema_decay=0.98, log_every=25),
         data=DatasetConfig(num_examples=21000, val_size=1000, image_size=64, paraphrase=True),
     ),
     "base": ClipTrainSettings(
@@ -64,16 +67,6 @@ def normalise_pixels(pixels: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(OPENAI_DATASET_MEAN, device=pixels.device).view(1, 3, 1, 1)
     std = torch.tensor(OPENAI_DATASET_STD, device=pixels.device).view(1, 3, 1, 1)
     return (pixels.float() / 255 - mean) / std
-
-
-def make_batches(bank: ImageBank, tokens: torch.Tensor, batch_size: int, seed: int):
-    def batches(epoch: int, rank: int, world: int):
-        order = torch.randperm(len(bank), generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-        mine = order[rank::world]
-        for i in range(0, len(mine) - batch_size + 1, batch_size):
-            idx = mine[i:i + batch_size]
-            yield bank.pixels[idx], tokens[idx]
-    return batches
 
 
 def make_loss(world: int, rank: int):
@@ -129,7 +122,7 @@ def train_clip(settings: ClipTrainSettings, out: str | Path, tracker: Tracker | 
     torch.manual_seed(settings.train.seed)
     model = settings.model.build()
     result = fit(model, make_loss(acc.num_processes, acc.process_index),
-                 make_batches(bank, tokens, settings.train.batch_size, settings.train.seed),
+                 make_batches(bank, tokens, settings.train.batch_size, settings.train.seed, settings.hard_fraction),
                  settings.train, out / "run", run_config=settings, evaluate=make_evaluate(val, attrs, tokenizer),
                  tracker=tracker, accelerator=acc, desc="clip")
     folder = out / "model"

@@ -38,3 +38,28 @@ def _cands(x, attribute):
     from data.shapes import candidate_captions
 
     return candidate_captions(x, attribute)
+
+
+def test_hard_negative_batches_hold_near_but_not_identical_captions():
+    from clip.bank import ImageBank
+    from clip.batches import bag_of_words, make_batches
+
+    attrs = [sample_attributes(0, i) for i in range(400)]
+    captions = [canonical_caption(x) for x in attrs]
+    bank = ImageBank(torch.zeros(len(captions), 3, 4, 4, dtype=torch.uint8), captions, [str(i) for i in range(400)])
+    ids = torch.arange(len(captions)).unsqueeze(1)
+    batches = make_batches(bank, ids, batch_size=32, seed=0, hard_fraction=0.5, group=4)
+    first = [b[1].squeeze(1) for b in batches(0, 0, 1)]
+    again = [b[1].squeeze(1) for b in batches(0, 0, 1)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again)), "must be a pure function of the epoch"
+    assert all(len(b) == 32 for b in first)
+    words = bag_of_words(captions)
+    batch = first[0]
+    anchors, groups = batch[:4], batch[16:].reshape(4, 4)
+    for anchor, group in zip(anchors, groups):
+        for other in group:
+            assert captions[other] != captions[anchor]
+            shared = float(words[anchor] @ words[other])
+            assert shared >= words[anchor].sum() - 2, "neighbours differ in at most a couple of words"
+    random_only = make_batches(bank, ids, batch_size=32, seed=0)
+    assert sum(len(b[1]) for b in random_only(0, 0, 1)) == 384
