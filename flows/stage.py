@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from core import tracking
+from core import registry, tracking
 from core.checkpoint import write_json
 from core.config import Config
 
@@ -58,10 +58,10 @@ def run_stage(stage: str, model_name: str, settings: Config, inputs: dict[str, A
               metric: str, higher_is_better: bool = True, force: bool = False) -> StageResult:
     """Train `stage` unless a registered version was trained from the very same inputs."""
     fp = inputs_fingerprint(settings, **inputs)
-    existing = None if force else tracking.find_version_by_tag(model_name, "inputs_fingerprint", fp)
+    existing = None if force else registry.find_version_by_tag(model_name, "inputs_fingerprint", fp)
     if existing is not None:
         log.info("%s: inputs unchanged, using %s version %s", stage, model_name, existing)
-        folder = tracking.download_model(model_name, existing)
+        folder = registry.download_model(model_name, existing)
         metrics = _read_metrics(folder)
         return StageResult(stage, model_name, existing, folder, metrics, skipped=True)
     tags = {"stage": stage, "inputs_fingerprint": fp, **{k: str(v) for k, v in inputs.items()}}
@@ -71,7 +71,7 @@ def run_stage(stage: str, model_name: str, settings: Config, inputs: dict[str, A
         metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
         write_json(Path(folder) / "metrics.json", metrics)
         tracker.log_metrics({f"final.{k}": v for k, v in metrics.items()}, step=0)
-        decision = tracking.register_model(tracker, folder, model_name, metric, metrics[metric], higher_is_better,
+        decision = registry.register_model(tracker, folder, model_name, metric, metrics[metric], higher_is_better,
                                            tags={"inputs_fingerprint": fp, "stage": stage})
     log.info("%s: %s version %s %s (%s %.4f vs champion %s)", stage, model_name, decision.version,
              "promoted" if decision.promoted else "kept as challenger", metric, decision.value, decision.champion_value)

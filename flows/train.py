@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from clip.shards import EmbeddingShards
 from clip.spec import ClipSpec
-from core import tracking
+from core import registry
 from flows.presets import CASCADE_PRESETS, CascadeSettings, cascade_settings
 from flows.stage import StageResult, run_stage
 
@@ -32,8 +32,8 @@ def _publish(result: StageResult) -> StageResult:
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def fetch_clip_spec(ref: str = tracking.CHAMPION) -> ClipSpec:
-    return ClipSpec.load(tracking.download_model(MODEL_NAMES["clip"], ref))
+def fetch_clip_spec(ref: str = registry.CHAMPION) -> ClipSpec:
+    return ClipSpec.load(registry.download_model(MODEL_NAMES["clip"], ref))
 
 
 @flow(name="train-clip", log_prints=True)
