@@ -22,7 +22,7 @@ from clip.model import ClipModelConfig, model_preset
 from clip.zeroshot import attribute_accuracy, retrieval_top1
 from core.checkpoint import save_model_folder, write_json
 from core.config import Config, apply_overrides, pick_preset
-from core.trainer import Tracker, TrainConfig, fit
+from core.trainer import Tracker, TrainConfig, fit, make_accelerator
 from data import DatasetConfig, open_dataset
 
 log = logging.getLogger("clip.train")
@@ -102,12 +102,10 @@ def make_evaluate(val: ImageBank, attrs, tokenizer):
 
 def train_clip(settings: ClipTrainSettings, out: str | Path, tracker: Tracker | None = None):
     """Train, evaluate and write `out/model` (weights + open_clip config + ClipSpec). Returns (spec, metrics)."""
-    from accelerate import Accelerator
-
     from clip.spec import ClipSpec
 
     out = Path(out)
-    acc = Accelerator(mixed_precision=settings.train.mixed_precision)
+    acc = make_accelerator(settings.train.mixed_precision)
     train_set, val_set = open_dataset(settings.data, "train"), open_dataset(settings.data, "val")
     size = settings.model.image_size
     bank = materialise(train_set, size, total=_len(train_set), desc="load train")
@@ -156,12 +154,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/clip", help="output folder (default: runs/clip)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. train.steps=200 or data.source=folder (repeatable)")
+    parser.add_argument("--track", action="store_true", help="log the run to MLflow (rank 0 only)")
     args = parser.parse_args(argv)
     from core.cli import run_cli
+    from core.tracking import main_process_run
 
     def job():
         settings = settings_for(args.preset, args.overrides)
-        spec, metrics = train_clip(settings, args.out)
+        with main_process_run("unclip-clip", enabled=args.track) as tracker:
+            if tracker is not None:
+                tracker.log_params(settings.model_dump(mode="json"))
+            spec, metrics = train_clip(settings, args.out, tracker)
         print(f"CLIP written to {Path(args.out) / 'model'} (fingerprint {spec.fingerprint()})")
         for k, v in sorted(metrics.items()):
             print(f"  {k}: {v:.4f}")

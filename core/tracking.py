@@ -100,3 +100,18 @@ def start_run(experiment: str, run_name: str | None = None, tags: Mapping[str, A
         tracker = MlflowTracker(run)
         tracker.set_tags({"git_commit": git_commit(), **(tags or {})})
         yield tracker
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun / accelerate launch (or a plain single process)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextmanager
+def main_process_run(experiment: str, enabled: bool = True, **kw: Any) -> Iterator[MlflowTracker | None]:
+    """An MLflow run on rank 0 only; other ranks (and `enabled=False`) get None."""
+    if not enabled or not is_main_process():
+        yield None
+        return
+    with start_run(experiment, **kw) as tracker:
+        yield tracker

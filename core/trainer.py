@@ -73,6 +73,12 @@ class FitResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
 
 
+def make_accelerator(mixed_precision: str = "no") -> Accelerator:
+    """An Accelerator for this machine: accelerate only forms a multi-process CPU (gloo) group when
+    told it runs on the CPU, so say so whenever no accelerator device is present."""
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.accelerator.is_available())
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Linear warmup, then cosine decay to min_lr_ratio at cfg.steps."""
     if step < cfg.warmup_steps:
@@ -137,7 +143,7 @@ def fit(
 ) -> FitResult:
     """Train `model` for cfg.steps optimizer steps, resuming from run_dir's latest checkpoint."""
     run_dir = Path(run_dir)
-    acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
+    acc = accelerator or make_accelerator(cfg.mixed_precision)
     rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
     identity = {"train": cfg.model_dump(mode="json"), "run": run_config.model_dump(mode="json") if run_config else None}
 
