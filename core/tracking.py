@@ -115,3 +115,23 @@ def main_process_run(experiment: str, enabled: bool = True, **kw: Any) -> Iterat
         return
     with start_run(experiment, **kw) as tracker:
         yield tracker
+
+
+def log_loss_curve(tracker: MlflowTracker, metric: str = "loss") -> None:
+    """Plot the run's `metric` history to a PNG logged beside it (the UI's chart is not an artifact)."""
+    history = MlflowClient().get_metric_history(tracker.run_id, metric)
+    if len(history) < 2:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, values = zip(*sorted((m.step, m.value) for m in history))
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(steps, values)
+    ax.set(xlabel="step", ylabel=metric, yscale="log" if min(values) > 0 else "linear", title=f"training {metric}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    mlflow.log_figure(fig, f"curves/{metric}.png")
+    plt.close(fig)

@@ -70,6 +70,7 @@ def run_stage(stage: str, model_name: str, settings: Config, inputs: dict[str, A
         folder, metrics = train(tracker)
         metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
         write_json(Path(folder) / "metrics.json", metrics)
+        tracking.log_loss_curve(tracker)
         tracker.log_metrics({f"final.{k}": v for k, v in metrics.items()}, step=0)
         decision = registry.register_model(tracker, folder, model_name, metric, metrics[metric], higher_is_better,
                                            tags={"inputs_fingerprint": fp, "stage": stage})

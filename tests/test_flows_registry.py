@@ -73,3 +73,14 @@ def test_empty_registry_and_missing_alias_are_clear_errors(store):
 
 def test_default_store_is_sqlite_under_the_store_dir(store):
     assert tracking.tracking_uri() == f"sqlite:///{store / 'mlruns' / 'mlflow.db'}"
+
+
+def test_loss_curve_is_logged_as_an_image(store):
+    import mlflow
+
+    with tracking.start_run("curves") as tracker:
+        for step, value in enumerate([1.0, 0.5, 0.3, 0.2]):
+            tracker.log_metrics({"loss": value}, step=step)
+        tracking.log_loss_curve(tracker)
+    files = [f.path for f in mlflow.MlflowClient().list_artifacts(tracker.run_id, "curves")]
+    assert files == ["curves/loss.png"]
