@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import open_clip
 from pydantic import Field, model_validator
@@ -19,6 +19,9 @@ class ClipModelConfig(Config):
     vision_width: int = Field(128, gt=0)
     vision_layers: int = Field(4, gt=0)
     vision_heads: int = Field(4, gt=0)
+    # fixed 2-D sin-cos position embeddings tell the image tower where things are from step one;
+    # learned ones start near zero, and small CLIPs then learned position last (chance after 25k pairs)
+    pos_embed: Literal["learnable", "sin_cos_2d"] = "sin_cos_2d"
     context_length: int = Field(24, ge=8)
     text_width: int = Field(128, gt=0)
     text_layers: int = Field(4, gt=0)
@@ -43,6 +46,7 @@ class ClipModelConfig(Config):
                 "width": self.vision_width,
                 "layers": self.vision_layers,
                 "head_width": self.vision_width // self.vision_heads,
+                "pos_embed_type": self.pos_embed,
             },
             "text_cfg": {
                 "context_length": self.context_length,

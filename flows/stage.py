@@ -17,6 +17,7 @@ from typing import Any
 from core import registry, tracking
 from core.checkpoint import write_json
 from core.config import Config
+from core.errors import UnclipError
 
 log = logging.getLogger("flows")
 
@@ -55,8 +56,9 @@ def inputs_fingerprint(settings: Config, **inputs: Any) -> str:
 
 def run_stage(stage: str, model_name: str, settings: Config, inputs: dict[str, Any],
               train: Callable[[tracking.MlflowTracker], tuple[Path, dict[str, float]]],
-              metric: str, higher_is_better: bool = True, force: bool = False) -> StageResult:
-    """Train `stage` unless a registered version was trained from the very same inputs."""
+              metric: str | tuple[str, ...], higher_is_better: bool = True, force: bool = False) -> StageResult:
+    """Train `stage` unless a registered version was trained from the very same inputs.
+    `metric` gates promotion; with several names, the first the evaluation produced is used."""
     fp = inputs_fingerprint(settings, **inputs)
     existing = None if force else registry.find_version_by_tag(model_name, "inputs_fingerprint", fp)
     if existing is not None:
@@ -66,13 +68,16 @@ def run_stage(stage: str, model_name: str, settings: Config, inputs: dict[str, A
         return StageResult(stage, model_name, existing, folder, metrics, skipped=True)
     tags = {"stage": stage, "inputs_fingerprint": fp, **{k: str(v) for k, v in inputs.items()}}
     with tracking.start_run(f"unclip-{stage}", run_name=f"{stage}-{fp[:8]}", tags=tags) as tracker:
-        tracker.log_params(settings.model_dump(mode="json"))
+        tracker.log_params({"settings": settings.model_dump(mode="json")})
         folder, metrics = train(tracker)
         metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
         write_json(Path(folder) / "metrics.json", metrics)
         tracking.log_loss_curve(tracker)
         tracker.log_metrics({f"final.{k}": v for k, v in metrics.items()}, step=0)
-        decision = registry.register_model(tracker, folder, model_name, metric, metrics[metric], higher_is_better,
+        gate = next((m for m in ((metric,) if isinstance(metric, str) else metric) if m in metrics), None)
+        if gate is None:
+            raise UnclipError(f"{stage}: the evaluation produced none of {metric}; cannot gate the new model")
+        decision = registry.register_model(tracker, folder, model_name, gate, metrics[gate], higher_is_better,
                                            tags={"inputs_fingerprint": fp, "stage": stage})
     log.info("%s: %s version %s %s (%s %.4f vs champion %s)", stage, model_name, decision.version,
              "promoted" if decision.promoted else "kept as challenger", metric, decision.value, decision.champion_value)

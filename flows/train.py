@@ -73,7 +73,7 @@ def train_prior_flow(settings: CascadeSettings, shards: dict[str, str], workdir:
                            val_shards_dir=shards["val"])
 
     return _publish(run_stage("prior", MODEL_NAMES["prior"], settings.prior, _shard_inputs(shards), train,
-                              metric="zeroshot_min", force=force))
+                              metric=("zeroshot_min", "cos_pred_image"), force=force))
 
 
 @flow(name="train-decoder", log_prints=True)
@@ -82,11 +82,12 @@ def train_decoder_flow(settings: CascadeSettings, shards: dict[str, str], workdi
     from decoder.train import train_decoder
 
     def train(tracker):
-        return train_decoder(settings.decoder, shards["train"], Path(workdir) / "decoder", tracker=tracker,
-                             val_shards_dir=shards["val"])
+        out = Path(workdir) / "decoder"
+        _, metrics = train_decoder(settings.decoder, shards["train"], out, tracker=tracker, val_shards_dir=shards["val"])
+        return out / "model", metrics
 
     return _publish(run_stage("decoder", MODEL_NAMES["decoder"], settings.decoder, _shard_inputs(shards), train,
-                              metric="zeroshot_min", force=force))
+                              metric=("zeroshot_min", "clip_consistency"), force=force))
 
 
 @flow(name="train-upsampler", log_prints=True)
@@ -100,7 +101,7 @@ def train_upsampler_flow(settings: CascadeSettings, stage: int, workdir: str = "
     def train(tracker):
         return train_upsampler(stage_settings, Path(workdir) / name, tracker=tracker)
 
-    return _publish(run_stage(name, MODEL_NAMES[name], stage_settings, {}, train, metric="psnr_gain", force=force))
+    return _publish(run_stage(name, MODEL_NAMES[name], stage_settings, {}, train, metric="psnr", force=force))
 
 
 @flow(name="train-cascade", log_prints=True)
