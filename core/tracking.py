@@ -21,15 +21,26 @@ def store_dir() -> Path:
     return Path(os.environ.get("UNCLIP_MLFLOW_DIR", "mlruns")).resolve()
 
 
+_ours: str | None = None  # mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI; remember what we wrote
+
+
+def user_tracking_uri() -> str | None:
+    """MLFLOW_TRACKING_URI when the user set it (not when it is our own earlier choice)."""
+    value = os.environ.get("MLFLOW_TRACKING_URI")
+    return value if value and value != _ours else None
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_dir() / 'mlflow.db'}"
+    return user_tracking_uri() or f"sqlite:///{store_dir() / 'mlflow.db'}"
 
 
 def configure() -> str:
     """Point MLflow at the store; create the local folder for the embedded default."""
+    global _ours
     uri = tracking_uri()
-    if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
+    if user_tracking_uri() is None:
         store_dir().mkdir(parents=True, exist_ok=True)
+        _ours = uri
     mlflow.set_tracking_uri(uri)
     return uri
 
@@ -41,7 +52,7 @@ def ensure_experiment(name: str) -> str:
     if found is not None:
         return found.experiment_id
     location = None
-    if "MLFLOW_TRACKING_URI" not in os.environ:
+    if user_tracking_uri() is None:
         location = (store_dir() / "artifacts").as_uri()
     return client.create_experiment(name, artifact_location=location)
 

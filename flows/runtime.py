@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 
 from core.cli import run_cli
+from core.errors import UnclipError
 
 
 def local_defaults() -> None:
@@ -23,4 +24,15 @@ def local_defaults() -> None:
 
 def run_flow_cli(job: Callable[[], object]) -> int:
     local_defaults()
-    return run_cli(job)
+
+    def guarded() -> object:
+        try:
+            return job()
+        except RuntimeError as err:
+            if "ephemeral Prefect API server" in str(err):
+                raise UnclipError(
+                    "Prefect's temporary local server did not start in time (busy machine?); raise "
+                    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or start `prefect server start` and set "
+                    "PREFECT_API_URL=http://127.0.0.1:4200/api") from None
+            raise
+    return run_cli(guarded)

@@ -1,0 +1,175 @@
+"""What the inference command lines share: options, checks before any weights load, the Prefect
+tasks that load the pipeline and write the outputs, and the MLflow logging of the outputs.
+
+The work itself is plain Python in the `unclip` package; here it is wrapped as tasks of a flow.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from unclip import sources as model_sources
+from unclip.errors import SettingsError
+from unclip.loading import inspect_cascade
+from unclip.pipeline import UnclipPipeline, make_plan
+from unclip.provenance import save_run
+from unclip.settings import DEFAULT_GUIDANCE, GUIDED, SAMPLED, parse_stage_values
+
+MODELS_HELP = ("where the models come from: 'registry' (the MLflow registry, see --ref/--version) or a folder with "
+               "subfolders clip/ prior/ decoder/ and optionally upsampler1/ upsampler2/ (default: registry)")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("models")
+    group.add_argument("--models", default="registry", metavar="registry|DIR", help=MODELS_HELP)
+    group.add_argument("--ref", default="champion", help="registry alias (or version number) of every stage "
+                                                         "(default: champion)")
+    group.add_argument("--version", default=None, metavar="STAGE=REF,...",
+                       help="a version or alias for some stages, e.g. prior=3,decoder=challenger "
+                            f"(stages: {', '.join(model_sources.STAGES)})")
+    group.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    group.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                       help="bf16 autocast (fast on GPUs and CPUs with AMX; slow on CPUs without bf16) "
+                            "(default: fp32)")
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile the networks (GPUs and long runs; compiling takes minutes on a CPU)")
+    group.add_argument("--threads", type=int, default=None,
+                       help="torch CPU threads (default: torch's; on a busy shared CPU, 1 can be much faster)")
+
+
+def add_sampling_options(parser: argparse.ArgumentParser, steps_flag: str = "--steps", sampler: bool = True) -> None:
+    group = parser.add_argument_group("sampling")
+    group.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k (default: 0)")
+    group.add_argument(steps_flag, dest="sample_steps", default=None, metavar="STAGE=N,...",
+                       help=f"sampling steps per stage ({', '.join(SAMPLED)}), e.g. prior=25,decoder=50,upsampler1=7 "
+                            "(default: prior 25, decoder 25, upsamplers their own configured steps)")
+    defaults = ",".join(f"{k}={v:g}" for k, v in DEFAULT_GUIDANCE.items())
+    group.add_argument("--guidance", default=None, metavar="STAGE=SCALE,...",
+                       help=f"classifier-free guidance per stage ({', '.join(GUIDED)}); 1 = unguided (default: "
+                            f"{defaults} for generation, decoder=1 for the inversion-based commands)")
+    if sampler:
+        group.add_argument("--sampler", default="ddim", metavar="NAME|STAGE=NAME,...",
+                           help="ddim, dpmpp or ddpm for every stage, or per stage (the prior has no ddpm) "
+                                "(default: ddim; upsamplers without an entry use their configured sampler)")
+    group.add_argument("--output-size", type=int, default=None,
+                       help="side of the output images: the decoder's or an upsampler's (default: the largest)")
+
+
+def add_output_options(parser: argparse.ArgumentParser, default_out: str) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("--out", default=default_out, help=f"folder for the PNGs and the grid (default: {default_out})")
+    group.add_argument("--experiment", default="unclip-inference",
+                       help="MLflow experiment the outputs are logged to (default: unclip-inference)")
+    group.add_argument("--no-mlflow", action="store_true", help="do not log the outputs to MLflow")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def versions_of(text: str | None) -> dict[str, str]:
+    return parse_stage_values(text, model_sources.STAGES, "version")
+
+
+def resolve_sources(models: str, ref: str = "champion", versions: Mapping[str, str] | None = None):
+    if models == "registry":
+        return model_sources.from_registry(ref, versions)
+    if versions:
+        raise SettingsError("--version picks registry versions; it cannot be used with --models DIR")
+    return model_sources.from_models_dir(models)
+
+
+def preflight(args: argparse.Namespace, guidance_defaults: Mapping[str, float] = DEFAULT_GUIDANCE,
+              sampler: str | None = None) -> dict:
+    """Every check that needs no weights: model folders/registry, CLIP identities, sizes and steps."""
+    if args.threads is not None and args.threads < 1:
+        raise SettingsError(f"--threads must be at least 1, got {args.threads}")
+    found = resolve_sources(args.models, args.ref, versions_of(args.version))
+    info = inspect_cascade(found)
+    return make_plan(info, stage_steps(args), stage_guidance(args), sampler or getattr(args, "sampler", "ddim"),
+                     args.output_size, guidance_defaults)
+
+
+def stage_steps(args: argparse.Namespace) -> dict[str, str]:
+    return parse_stage_values(args.sample_steps, SAMPLED, "steps")
+
+
+def stage_guidance(args: argparse.Namespace) -> dict[str, str]:
+    return parse_stage_values(args.guidance, GUIDED, "guidance")
+
+
+def stage_sampler(args: argparse.Namespace) -> str | dict[str, str]:
+    text = getattr(args, "sampler", "ddim") or "ddim"
+    return text if "=" not in text else parse_stage_values(text, SAMPLED, "sampler")
+
+
+def model_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {"models": args.models, "ref": args.ref, "versions": versions_of(args.version),
+            "device": args.device, "precision": args.precision, "compile": args.compile,
+            "threads": args.threads, "progress": not args.quiet}
+
+
+@task(cache_policy=NO_CACHE)
+def load_pipeline(models: str, ref: str = "champion", versions: Mapping[str, str] | None = None,
+                  device: str | None = None, precision: str = "fp32", compile: bool = False,
+                  threads: int | None = None, progress: bool = True) -> UnclipPipeline:
+    import torch
+
+    if threads is not None:
+        if threads < 1:
+            raise SettingsError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    found = resolve_sources(models, ref, versions)
+    return UnclipPipeline.from_sources(found, device=device, precision=precision, compile=compile, progress=progress)
+
+
+@task(cache_policy=NO_CACHE)
+def save_outputs(images: Sequence[Any], out: str, stem: str, columns: int | None = None,
+                 labels: Sequence[str] | None = None) -> list[str]:
+    """Write the PNGs and the grid; returns their paths, grid last."""
+    from unclip.provenance import record_of
+
+    shared = {k: v for k, v in record_of(images[0]).items() if k not in ("seed", "prompt", "theta")}
+    paths, grid = save_run(images, out, stem, columns, labels, grid_record=shared)
+    return [str(p) for p in paths] + [str(grid)]
+
+
+def log_outputs_to_mlflow(paths: Sequence[str], params: Mapping[str, Any], experiment: str,
+                          run_name: str) -> str:
+    """One MLflow run holding the images (artifact folder `images/`) and the settings; returns its id."""
+    from core import tracking
+
+    with tracking.start_run(experiment, run_name=run_name, tags={"task": run_name}) as tracker:
+        tracker.log_params(params)
+        for path in paths:
+            tracker.log_artifact(path, "images")
+        return tracker.run_id
+
+
+@task(cache_policy=NO_CACHE)
+def log_outputs(paths: Sequence[str], params: Mapping[str, Any], experiment: str | None, run_name: str) -> str | None:
+    lines = "\n".join(f"- `{p}`" for p in paths)
+    run_id = log_outputs_to_mlflow(paths, params, experiment, run_name) if experiment else None
+    create_markdown_artifact(key=f"unclip-{run_name}".replace("_", "-"),
+                             markdown=f"### {run_name}\n\nMLflow run `{run_id or '-'}`\n\n{lines}\n",
+                             description=f"{run_name} outputs")
+    return run_id
+
+
+def print_outputs(paths: Sequence[str], run_id: str | None) -> None:
+    for path in paths[:-1]:
+        print(path)
+    print(f"grid: {paths[-1]}")
+    if run_id:
+        print(f"mlflow run: {run_id}")
+
+
+def check_out_dir(out: str) -> None:
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise SettingsError(f"--out {out} exists and is not a folder")

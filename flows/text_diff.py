@@ -1,0 +1,94 @@
+"""Text diffs: move an image's CLIP embedding towards the difference of two captions' text
+embeddings (z_θ = slerp(z_i, normalise(z_t(to) − z_t(from)), θ)), decoding every frame from the
+image's DDIM inversion, as a Prefect flow logged to MLflow.
+
+    python -m flows.text_diff --image red.png --from "a red circle ..." --to "a blue circle ..."
+    python -m flows.text_diff --image red.png --from "..." --to "..." --thetas 0,0.2,0.4 --models runs/models
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows import inference as common
+from unclip.errors import SettingsError
+from unclip.images import load_image
+from unclip.pipeline import UnclipPipeline, check_prompts
+from unclip.settings import MANIPULATION_GUIDANCE
+
+
+@task(cache_policy=NO_CACHE)
+def make_text_diff(pipe: UnclipPipeline, image: str, from_caption: str, to_caption: str, thetas: list[float],
+                   seed: int, steps, guidance, output_size) -> list:
+    return pipe.text_diff(image, from_caption, to_caption, thetas, seed=seed, steps=steps, guidance=guidance,
+                          output_size=output_size)
+
+
+@flow(name="unclip-text-diff", log_prints=True)
+def text_diff_flow(image: str, from_caption: str, to_caption: str,
+                   thetas: list[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), seed: int = 0,
+                   steps: dict[str, Any] | None = None, guidance: dict[str, Any] | None = None,
+                   output_size: int | None = None, models: str = "registry", ref: str = "champion",
+                   versions: dict[str, str] | None = None, device: str | None = None, precision: str = "fp32",
+                   compile: bool = False, threads: int | None = None, progress: bool = True,
+                   out: str = "outputs/text_diff",
+                   experiment: str | None = "unclip-inference") -> tuple[list[str], str | None]:
+    pipe = common.load_pipeline(models, ref, versions, device, precision, compile, threads, progress)
+    images = make_text_diff(pipe, image, from_caption, to_caption, list(thetas), seed, steps, guidance, output_size)
+    labels = [f"θ={t:.2f}" for t in thetas]
+    paths = common.save_outputs(images, out, "text_diff", columns=len(images), labels=labels)
+    params = {"image": image, "thetas": list(thetas),
+              **{k: v for k, v in images[0].info["unclip"].items() if k not in ("task", "source", "theta")}}
+    return paths, common.log_outputs(paths, params, experiment, "text_diff")
+
+
+def parse_thetas(text: str) -> list[float]:
+    try:
+        thetas = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise SettingsError(f"--thetas must be numbers separated by commas, e.g. 0,0.25,0.5; got {text!r}") from None
+    if not thetas or any(not 0 <= t <= 1 for t in thetas):
+        raise SettingsError(f"--thetas must be values in [0, 1] (about 0.5 at most is useful), got {text!r}")
+    return thetas
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m flows.text_diff", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--image", required=True, help="the image to edit (PNG, JPEG, ...)")
+    parser.add_argument("--from", dest="from_caption", required=True, help="a caption of the image as it is")
+    parser.add_argument("--to", dest="to_caption", required=True, help="the caption it should move towards")
+    parser.add_argument("--thetas", default="0,0.1,0.2,0.3,0.4,0.5",
+                        help="slerp weights of the text direction, one frame each (default: 0,0.1,0.2,0.3,0.4,0.5)")
+    common.add_sampling_options(parser, sampler=False)
+    common.add_model_options(parser)
+    common.add_output_options(parser, "outputs/text_diff")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from flows.runtime import run_flow_cli
+
+    def job():
+        (from_caption,) = check_prompts([args.from_caption], "--from caption")
+        (to_caption,) = check_prompts([args.to_caption], "--to caption")
+        thetas = parse_thetas(args.thetas)
+        load_image(args.image)
+        common.check_out_dir(args.out)
+        common.preflight(args, MANIPULATION_GUIDANCE)
+        paths, run_id = text_diff_flow(
+            str(args.image), from_caption, to_caption, thetas, args.seed, common.stage_steps(args),
+            common.stage_guidance(args), args.output_size, **common.model_params(args), out=args.out,
+            experiment=None if args.no_mlflow else args.experiment)
+        common.print_outputs(paths, run_id)
+    return run_flow_cli(job)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

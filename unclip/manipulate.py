@@ -1,0 +1,132 @@
+"""Manipulations of the bipartite latent (z_i, x_T): variations, interpolations and text diffs.
+
+x_T is the DDIM inversion of an image by the decoder conditioned on its CLIP image embedding z_i
+(no caption). Decoding (z, x_T) with DDIM η = 0 and the inversion's steps and guidance (default 1:
+unguided, so the round trip holds) gives the image back; η > 0 adds variation. Every frame of one
+call is upsampled with the same seed, so frames differ only where their latents do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from unclip.errors import SettingsError
+from unclip.images import ImageInput, images_to_tensor, load_image, tensor_to_images
+from unclip.pipeline import UnclipPipeline, check_prompts
+from unclip.provenance import attach
+from unclip.settings import MANIPULATION_GUIDANCE
+from unclip.slerp import slerp
+
+NOISE_MODES = ("fixed", "slerp")
+
+
+def _plan(pipe: UnclipPipeline, steps, guidance, output_size) -> dict:
+    return pipe.plan(steps, guidance, "ddim", output_size, guidance_defaults=MANIPULATION_GUIDANCE)
+
+
+def _embed_and_invert(pipe: UnclipPipeline, images: list[Image.Image], plan: dict) -> tuple[Tensor, Tensor]:
+    with pipe.timed("clip"):
+        z = pipe.encoder.encode_image(images)
+    x0 = images_to_tensor(images, pipe.info.sizes["decoder"]).to(pipe.device)
+    with pipe.timed("invert"):
+        x_t = pipe.invert(x0, z, plan)
+    return z, x_t
+
+
+def _finish(pipe: UnclipPipeline, x: Tensor, seed: int, plan: dict, records: list[dict]) -> list[Image.Image]:
+    x = pipe.upsample(x, [seed] * len(x), plan)
+    shared = pipe.record(plan)
+    return [attach(image, {**rec, **shared}) for image, rec in zip(tensor_to_images(x), records)]
+
+
+def _source_name(image: ImageInput) -> str:
+    return str(image) if not isinstance(image, Image.Image) else "<PIL image>"
+
+
+@torch.inference_mode()
+def variations(pipe: UnclipPipeline, image: ImageInput, n: int = 4, eta: float = 0.5, *, seed: int = 0,
+               steps: dict[str, Any] | None = None, guidance: dict[str, Any] | None = None,
+               output_size: int | None = None) -> list[Image.Image]:
+    """n decodings of the image's (z_i, x_T) with DDIM η; variation k draws its noise from seed + k."""
+    if n < 1:
+        raise SettingsError(f"the number of variations must be at least 1, got {n}")
+    if not 0 <= eta <= 1:
+        raise SettingsError(f"eta must lie in [0, 1] (0 reconstructs the image), got {eta}")
+    picture = load_image(image)
+    plan = _plan(pipe, steps, guidance, output_size)
+    pipe.timings = {}
+    z, x_t = _embed_and_invert(pipe, [picture], plan)
+    seeds = [seed + k for k in range(n)]
+    with pipe.timed("decoder"):
+        x = pipe.decode(z.expand(n, -1), None, seeds, plan, x_t=x_t.expand(n, -1, -1, -1).clone(), eta=eta)
+    out = []
+    for k, img in enumerate(tensor_to_images(pipe.upsample(x, seeds, plan))):
+        record = {"task": "variations", "source": _source_name(image), "seed": seeds[k], "eta": eta}
+        out.append(attach(img, {**record, **pipe.record(plan)}))
+    return out
+
+
+@torch.inference_mode()
+def interpolate(pipe: UnclipPipeline, image_a: ImageInput, image_b: ImageInput, steps: int = 5,
+                noise: str = "slerp", *, seed: int = 0, sample_steps: dict[str, Any] | None = None,
+                guidance: dict[str, Any] | None = None, output_size: int | None = None) -> list[Image.Image]:
+    """`steps` frames from a (θ = 0) to b (θ = 1): z_θ = slerp(z_a, z_b, θ); x_T one fixed draw of
+    `seed` (noise="fixed") or slerp of both inversions, so both ends reconstruct (noise="slerp")."""
+    if steps < 2:
+        raise SettingsError(f"an interpolation needs at least 2 frames, got {steps}")
+    if noise not in NOISE_MODES:
+        raise SettingsError(f"noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
+    pictures = [load_image(image_a), load_image(image_b)]
+    plan = _plan(pipe, sample_steps, guidance, output_size)
+    pipe.timings = {}
+    thetas = torch.linspace(0, 1, steps, dtype=torch.float64)
+    if noise == "slerp":
+        z, x_t = _embed_and_invert(pipe, pictures, plan)
+        flat = x_t.flatten(1)
+        x_frames = torch.stack([slerp(flat[0], flat[1], float(t)) for t in thetas]).view(steps, *x_t.shape[1:])
+    else:
+        with pipe.timed("clip"):
+            z = pipe.encoder.encode_image(pictures)
+        x_frames = None
+    z_frames = torch.stack([slerp(z[0], z[1], float(t)) for t in thetas])
+    with pipe.timed("decoder"):
+        x = pipe.decode(z_frames, None, [seed] * steps, plan, x_t=x_frames)
+    records = [{"task": "interpolate", "source": f"{_source_name(image_a)} -> {_source_name(image_b)}",
+                "seed": seed, "theta": round(float(t), 6), "noise": noise} for t in thetas]
+    return _finish(pipe, x, seed, plan, records)
+
+
+@torch.inference_mode()
+def text_diff(pipe: UnclipPipeline, image: ImageInput, from_caption: str, to_caption: str,
+              thetas: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), *, seed: int = 0,
+              steps: dict[str, Any] | None = None, guidance: dict[str, Any] | None = None,
+              output_size: int | None = None) -> list[Image.Image]:
+    """z_d = normalise(z_t(to) − z_t(from)); frame θ decodes slerp(z_i, z_d, θ) from the image's x_T."""
+    (from_caption,) = check_prompts([from_caption], "from caption")
+    (to_caption,) = check_prompts([to_caption], "to caption")
+    thetas = [float(t) for t in thetas]
+    if not thetas or any(not 0 <= t <= 1 for t in thetas):
+        raise SettingsError(f"thetas must be values in [0, 1] (about 0.5 at most is useful), got {thetas}")
+    picture = load_image(image)
+    plan = _plan(pipe, steps, guidance, output_size)
+    pipe.timings = {}
+    with pipe.timed("clip"):
+        text = pipe.encode_text([from_caption, to_caption])
+    diff = text.embeds[1] - text.embeds[0]
+    if float(diff.norm()) < 1e-6:
+        raise SettingsError("the from and to captions have the same CLIP text embedding: there is no direction")
+    z_d = F.normalize(diff, dim=-1)
+    z_i, x_t = _embed_and_invert(pipe, [picture], plan)
+    z_frames = torch.stack([slerp(z_i[0], z_d, t) for t in thetas])
+    n = len(thetas)
+    with pipe.timed("decoder"):
+        x = pipe.decode(z_frames, None, [seed] * n, plan, x_t=x_t.expand(n, -1, -1, -1).clone())
+    records = [{"task": "text_diff", "source": _source_name(image), "from_caption": from_caption,
+                "to_caption": to_caption, "seed": seed, "theta": t} for t in thetas]
+    return _finish(pipe, x, seed, plan, records)
