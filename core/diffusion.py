@@ -66,6 +66,7 @@ def sampling_scheduler(noise: NoiseConfig, sampler: Sampler, steps: int, *, thre
     elif sampler == "dpmpp":
         # zero terminal SNR makes the last sigma infinite, which DPM-Solver cannot take
         cfg.pop("rescale_betas_zero_snr")
+        cfg.pop("clip_sample")
         sched = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2,
                                             final_sigmas_type="zero", **cfg, **extra)
     elif sampler == "ddpm":

@@ -180,7 +180,7 @@ def fit(
                 tracker.log_metrics(
                     {"loss": mean_loss, "lr": cfg.lr * lr_factor(step - 1, cfg), "grad_norm": grad_norm,
                      "samples_per_s": rate}, step)
-            window_start, t0 = step, time.perf_counter()
+            window, window_start, t0 = [], step, time.perf_counter()
         if evaluate is not None and (step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)):
             metrics = _run_eval(evaluate, ema.shadow, step, acc, tracker)
         if step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):

@@ -87,7 +87,7 @@ def test_resume_refuses_other_config(tmp_path):
 
 
 def test_grad_accumulation_matches_bigger_batch_direction(tmp_path):
-    result = fit(make(), mse, batches, cfg(steps=20, grad_accum=2), tmp_path)
+    result = fit(make(), mse, batches, cfg(steps=100, grad_accum=2, lr=3e-2, log_every=20), tmp_path)
     assert result.losses[-1][1] < result.losses[0][1]
 
 
@@ -148,3 +148,13 @@ def test_bad_config_is_a_clear_error():
         TrainConfig.parse({"steps": 0})
     with pytest.raises(ConfigError, match="stepz"):
         TrainConfig.parse({"stepz": 3})
+
+
+def test_logged_loss_is_the_mean_of_its_window_only(tmp_path):
+    result = fit(make(), mse, batches, cfg(steps=8, log_every=2, lr=1e-9, warmup_steps=0), tmp_path)
+    direct = [mse(result.model.eval(), b).item() for b in batches(0, 0, 1)]
+    assert len(result.losses) == 4
+    # with a vanishing lr the loss barely moves: each window mean stays near the per-batch losses,
+    # while a running mean since step 0 would make later entries equal to the overall mean
+    assert result.losses[0][1] != pytest.approx(sum(v for _, v in result.losses) / 4, rel=1e-6)
+    assert min(direct) * 0.5 < result.losses[1][1] < max(direct) * 1.5

@@ -1,0 +1,187 @@
+"""Train the diffusion prior from embedding shards (no images, no CLIP in the loop).
+
+    python -m prior.train --preset demo --shards runs/shards/train --val-shards runs/shards/val --out runs/prior
+    python -m prior.train --preset demo --shards ... --out ... --set train.steps=500 --set prior.cond_drop=0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from clip.shards import EmbeddingShards
+from clip.spec import check_same_clip
+from core.config import Config, apply_overrides, pick_preset
+from core.diffusion import NoiseConfig, training_scheduler, training_target
+from core.errors import ConfigError, UnclipError
+from core.trainer import Tracker, TrainConfig, fit, make_accelerator
+from prior.config import PRIOR_PRESETS, PriorConfig, PriorEvalConfig
+from prior.evaluate import HeldOut, clip_text_embedder, evaluate_prior
+from prior.io import save_prior
+from prior.model import DiffusionPrior, condition_dropout, count_parameters
+
+log = logging.getLogger("prior.train")
+FIELDS = ("image_embeds", "text_embeds", "text_tokens", "text_mask")
+
+
+class PriorTrainSettings(Config):
+    prior: PriorConfig
+    train: TrainConfig
+    eval: PriorEvalConfig = PriorEvalConfig()
+
+
+# The paper's optimiser: AdamW lr 1.1e-4, betas (0.9, 0.96), eps 1e-6, weight decay 6e-2, EMA 0.9999.
+_PAPER_OPT = {"betas": (0.9, 0.96), "eps": 1e-6, "weight_decay": 6e-2}
+
+PRESETS: dict[str, PriorTrainSettings] = {
+    "smoke": PriorTrainSettings(
+        prior=PRIOR_PRESETS["smoke"],
+        train=TrainConfig(steps=20, batch_size=32, lr=1e-3, warmup_steps=2, log_every=5, ema_decay=0.9),
+        eval=PriorEvalConfig(size=64, steps=8, zeroshot=False),
+    ),
+    "demo": PriorTrainSettings(
+        prior=PRIOR_PRESETS["demo"],
+        train=TrainConfig(steps=600, batch_size=128, lr=5e-4, warmup_steps=50, min_lr_ratio=0.05,
+                          ema_decay=0.995, log_every=25, **_PAPER_OPT),
+        eval=PriorEvalConfig(size=1000, steps=16),
+    ),
+    "base": PriorTrainSettings(
+        prior=PRIOR_PRESETS["base"],
+        train=TrainConfig(steps=50000, batch_size=512, lr=3e-4, warmup_steps=1000, min_lr_ratio=0.05,
+                          mixed_precision="bf16", ema_decay=0.9999, checkpoint_every=2500, eval_every=5000,
+                          **_PAPER_OPT),
+    ),
+    "paper": PriorTrainSettings(
+        prior=PRIOR_PRESETS["paper"],
+        train=TrainConfig(steps=600000, batch_size=512, grad_accum=8, lr=1.1e-4, warmup_steps=10000,
+                          mixed_precision="bf16", ema_decay=0.9999, checkpoint_every=5000, eval_every=20000,
+                          **_PAPER_OPT),
+    ),
+}
+
+
+def settings_for(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> PriorTrainSettings:
+    return apply_overrides(pick_preset(PRESETS, preset, "prior training"), overrides)
+
+
+def make_batches(data: dict[str, torch.Tensor], batch_size: int, seed: int):
+    """Shuffled full batches per epoch; a pure function of (epoch, rank, world)."""
+    count = len(data["x0"])
+
+    def batches(epoch: int, rank: int, world: int):
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+        mine = order[rank::world]
+        for i in range(0, len(mine) - batch_size + 1, batch_size):
+            idx = mine[i:i + batch_size]
+            yield {k: v[idx] for k, v in data.items()}
+    return batches
+
+
+def make_loss(noise: NoiseConfig, cond_drop: float):
+    """MSE against the scheduler's target (x0 for prediction 'sample'), the caption dropped to the
+    learned null at rate cond_drop; all randomness from the global RNG the loop seeds per step."""
+    scheduler = training_scheduler(noise)
+
+    def prior_loss(model, batch) -> torch.Tensor:
+        x0 = batch["x0"]
+        b = x0.shape[0]
+        eps = torch.randn_like(x0)
+        t = torch.randint(0, noise.train_steps, (b,), device=x0.device)
+        drop = condition_dropout(b, cond_drop, x0.device)
+        out = model(scheduler.add_noise(x0, eps, t), t, batch["text_embeds"], batch["tokens"], batch["mask"], drop=drop)
+        return F.mse_loss(out.float(), training_target(scheduler, x0, eps, t))
+    return prior_loss
+
+
+def training_tensors(prior: DiffusionPrior, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the batches hold: normalised targets and the caption encodings."""
+    prior.check_text(data["text_embeds"], data["text_tokens"], data["text_mask"])
+    return {"x0": prior.normalise(data["image_embeds"].float()), "text_embeds": data["text_embeds"].float(),
+            "tokens": data["text_tokens"].float(), "mask": data["text_mask"].bool()}
+
+
+def build_prior(settings: PriorTrainSettings, shards: EmbeddingShards) -> DiffusionPrior:
+    spec = shards.spec
+    config = settings.prior.for_clip(spec.embed_dim, spec.context_length, spec.text_width)
+    torch.manual_seed(settings.train.seed)
+    prior = DiffusionPrior(config, clip_spec=spec)
+    if config.normalise == "standardise":
+        prior.set_stats(shards.image_mean.float(), shards.image_std.float())
+    return prior
+
+
+def make_evaluate(settings: PriorTrainSettings, val: EmbeddingShards):
+    held = HeldOut.from_tensors(val.load(FIELDS), val.captions, settings.eval.size)
+    embed_text = None
+    if settings.eval.zeroshot:
+        try:
+            embed_text = clip_text_embedder(val.spec)
+        except (UnclipError, OSError, RuntimeError) as err:
+            log.warning("no zero-shot figures: cannot load the CLIP (%s)", err)
+
+    def evaluate(model, step: int) -> dict[str, float]:
+        return evaluate_prior(model, held, settings.eval, embed_text)
+    return evaluate
+
+
+def train_prior(settings: PriorTrainSettings, shards_dir: str | Path, out_dir: str | Path,
+                tracker: Tracker | None = None, val_shards_dir: str | Path | None = None) -> tuple[Path, dict]:
+    """Train on `shards_dir`, evaluate the EMA weights on `val_shards_dir`, write `out_dir/model`
+    (see prior.io). Training checkpoints go to `out_dir/run` (resumable). Returns (folder, metrics)."""
+    out_dir = Path(out_dir)
+    shards = EmbeddingShards.open(shards_dir)
+    val = EmbeddingShards.open(val_shards_dir) if val_shards_dir is not None else None
+    if val is not None:
+        check_same_clip(shards.spec, val.spec, f"validation shards {val_shards_dir}")
+    if shards.count < settings.train.batch_size:
+        raise ConfigError(f"{shards_dir} holds {shards.count} examples, fewer than one batch "
+                          f"(train.batch_size={settings.train.batch_size})")
+    prior = build_prior(settings, shards)
+    settings = settings.override(prior=prior.config)
+    data = training_tensors(prior, shards.load(FIELDS))
+    log.info("prior: %.2fM parameters, %d training pairs", count_parameters(prior) / 1e6, shards.count)
+    if tracker is not None and hasattr(tracker, "log_params"):
+        tracker.log_params({**settings.model_dump(mode="json"), "shards": shards.fingerprint(),
+                            "clip": shards.spec.fingerprint()})
+
+    acc = make_accelerator(settings.train.mixed_precision)
+    result = fit(prior, make_loss(settings.prior.noise, settings.prior.cond_drop),
+                 make_batches(data, settings.train.batch_size, settings.train.seed), settings.train,
+                 out_dir / "run", run_config=settings, evaluate=make_evaluate(settings, val) if val else None,
+                 tracker=tracker, accelerator=acc, desc="prior")
+    folder = out_dir / "model"
+    if acc.is_main_process:
+        info = {"shards": str(Path(shards_dir).resolve()), "shards_fingerprint": shards.fingerprint(),
+                "dataset_fingerprint": shards.dataset_fingerprint, "step": result.step, "metrics": result.metrics,
+                "train_settings": settings.model_dump(mode="json")}
+        save_prior(folder, result.ema.float().cpu(), shards.spec, info)
+    acc.wait_for_everyone()
+    return folder, result.metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m prior.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="demo", choices=list(PRESETS), help="size preset (default: demo)")
+    parser.add_argument("--shards", required=True, help="training embedding shards (python -m clip.embed)")
+    parser.add_argument("--val-shards", help="held-out embedding shards to evaluate on")
+    parser.add_argument("--out", default="runs/prior", help="output folder (default: runs/prior)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. train.steps=500 or prior.layers=6 (repeatable)")
+    args = parser.parse_args(argv)
+    from core.cli import run_cli
+
+    def job():
+        settings = settings_for(args.preset, args.overrides)
+        folder, metrics = train_prior(settings, args.shards, args.out, val_shards_dir=args.val_shards)
+        print(f"prior written to {folder}")
+        for k, v in sorted(metrics.items()):
+            print(f"  {k}: {v:.4f}")
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
