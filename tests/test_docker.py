@@ -41,6 +41,7 @@ def test_no_secret_is_baked_in_and_env_example_covers_every_variable(compose):
     example = {line.split("=")[0] for line in (DOCKER / ".env.example").read_text().splitlines()
                if line and not line.startswith("#")}
     assert variables <= example, variables - example
+    assert "COMPOSE_PROJECT_NAME" in example
     dockerfile = (DOCKER / "Dockerfile").read_text()
     assert "PASSWORD" not in dockerfile and re.search(r"^USER \d+", dockerfile, re.M), "non-root, no secrets"
 
@@ -55,13 +56,20 @@ def test_dockerfile_lints_clean():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_compose_config_validates_when_docker_compose_exists():
+def compose_command() -> list[str] | None:
     docker = shutil.which("docker")
-    probe = subprocess.run([docker, "compose", "version"], capture_output=True) if docker else None
-    if probe is None or probe.returncode != 0:
-        pytest.skip("no `docker compose` plugin on this machine")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    return [legacy] if legacy else None
+
+
+def test_compose_config_validates():
+    command = compose_command()
+    if command is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed (.ci/run installs the latter)")
     env = {"POSTGRES_PASSWORD": "x", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([docker, "compose", "-f", str(DOCKER / "compose.yaml"), "config", "--quiet"],
+    out = subprocess.run([*command, "-f", str(DOCKER / "compose.yaml"), "config", "--quiet"],
                          capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
 
