@@ -1,0 +1,164 @@
+"""Typed settings of the 64×64 decoder: the network, its noise process, guidance dropout, training
+and evaluation, with the size presets `smoke`, `demo`, `base` and `paper`.
+
+The CLIP dimensions (`embed_dim`, `text_width`) are not part of a preset: training fills them in
+from the embedding shards' ClipSpec, and the saved decoder_config.json carries them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+
+from core.config import Config, apply_overrides, pick_preset
+from core.diffusion import NoiseConfig, Sampler
+from core.trainer import TrainConfig
+
+
+class UNetConfig(Config):
+    """A GLIDE/Karlo-style diffusers UNet2DConditionModel (ResNet up/down blocks, scale-shift norm,
+    attention blocks whose keys and values are the image tokens plus the conditioning tokens)."""
+
+    channels: int = Field(128, gt=0, description="width of the first level")
+    channel_mult: tuple[int, ...] = Field((1, 2, 3, 4), min_length=1)
+    layers_per_block: int = Field(2, gt=0)
+    attention_resolutions: tuple[int, ...] = Field((32, 16, 8), description="feature-map sides with attention")
+    head_dim: int = Field(64, gt=0)
+    context_dim: int = Field(512, gt=0, description="width of the cross-attention context tokens")
+    norm_groups: int = Field(32, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    resample: Literal["resnet", "conv"] = Field(
+        "resnet", description="resnet: GLIDE/Karlo ResNet blocks resample between levels; conv: one (transposed-free) "
+        "conv per resample, cheaper on CPUs")
+
+    @property
+    def block_channels(self) -> tuple[int, ...]:
+        return tuple(self.channels * m for m in self.channel_mult)
+
+    @model_validator(mode="after")
+    def _check_widths(self) -> Self:
+        for width in self.block_channels:
+            if width % self.norm_groups:
+                raise ValueError(f"block width {width} is not divisible by norm_groups {self.norm_groups}")
+        return self
+
+
+class DecoderConfig(Config):
+    """What is needed to rebuild a decoder: stored beside its weights as decoder_config.json."""
+
+    image_size: int = Field(64, ge=8)
+    unet: UNetConfig = UNetConfig()
+    noise: NoiseConfig = NoiseConfig()
+    embed_dim: int | None = Field(None, gt=0, description="CLIP embedding width (from the ClipSpec)")
+    text_width: int | None = Field(None, gt=0, description="CLIP caption token width (from the ClipSpec)")
+    extra_tokens: int = Field(4, gt=0, description="context tokens projected from the image embedding")
+    text_time_embed: bool = Field(True, description="Karlo: also add a projection of the text embedding to the time embedding")
+    scale_embeds: bool = Field(True, description="multiply unit-norm CLIP embeddings by sqrt(dim) on input")
+    image_dropout: float = Field(0.1, ge=0, le=1, description="share of training samples with the learned null image embedding")
+    text_dropout: float = Field(0.5, ge=0, le=1, description="share of training samples with the caption dropped")
+
+    @model_validator(mode="after")
+    def _check_resolutions(self) -> Self:
+        levels = len(self.unet.channel_mult)
+        if self.image_size % 2 ** (levels - 1):
+            raise ValueError(f"image_size {self.image_size} is not divisible by 2**{levels - 1} ({levels} levels)")
+        sides = {self.image_size // 2**i for i in range(levels)}
+        wrong = [r for r in self.unet.attention_resolutions if r not in sides]
+        if wrong:
+            raise ValueError(f"attention_resolutions {wrong} are not feature-map sides of this U-Net ({sorted(sides)})")
+        # the middle block always attends, at the lowest level's width
+        for width, attends in zip(self.unet.block_channels, self.level_has_attention()[:-1] + [True]):
+            if attends and width % self.unet.head_dim:
+                raise ValueError(f"block width {width} with attention is not divisible by head_dim {self.unet.head_dim}")
+        return self
+
+    def level_has_attention(self) -> list[bool]:
+        return [self.image_size // 2**i in self.unet.attention_resolutions for i in range(len(self.unet.channel_mult))]
+
+    def for_clip(self, embed_dim: int, text_width: int) -> DecoderConfig:
+        return self.override(embed_dim=embed_dim, text_width=text_width)
+
+
+class DecoderEvalConfig(Config):
+    """How the end-of-training evaluation decodes held-out embeddings."""
+
+    size: int = Field(200, gt=0, description="held-out images to decode")
+    sampler: Sampler = "ddim"
+    steps: int = Field(25, gt=0)
+    guidance: float = Field(3.0, ge=1.0)
+    threshold: float | None = Field(None, gt=0)
+    invert_size: int = Field(32, gt=0, description="held-out images for the inversion round trip")
+    invert_steps: int = Field(50, gt=0)
+    grid: int = Field(16, ge=0, description="samples in the logged grid")
+    batch_size: int = Field(64, gt=0)
+    seed: int = 0
+
+
+class DecoderSettings(Config):
+    """Everything `train_decoder` needs besides the shard folders."""
+
+    decoder: DecoderConfig
+    train: TrainConfig
+    eval: DecoderEvalConfig = DecoderEvalConfig()
+    min_snr_gamma: float | None = Field(5.0, gt=0, description="Min-SNR-γ loss weighting (Hang et al. 2023); None: plain MSE")
+    channels_last: bool = Field(True, description="channels-last memory format (faster convolutions on CPUs)")
+
+
+# demo: 32×32 base (the upsamplers take it further) because on 2 shared CPU cores a 64×64 U-Net trains
+# ~4x fewer images per second; shapes at 32 px keep colour, shape, size and position readable.
+# v-prediction: with the cosine schedule SNR(T) is ~2e-9, where ε-prediction's x0 estimate divides
+# by sqrt(alpha_bar_T) ~ 5e-5 and the first sampling steps go astray (grey, noisy flat backgrounds);
+# v-prediction stays well-posed there, and zero terminal SNR then changes almost nothing.
+PRESETS: dict[str, DecoderSettings] = {
+    "smoke": DecoderSettings(
+        decoder=DecoderConfig(
+            image_size=16,
+            unet=UNetConfig(channels=16, channel_mult=(1, 2), layers_per_block=1, attention_resolutions=(8,),
+                            head_dim=16, context_dim=32, norm_groups=8, dropout=0.0),
+            noise=NoiseConfig(prediction="v_prediction", train_steps=100),
+        ),
+        train=TrainConfig(steps=10, batch_size=8, lr=1e-3, warmup_steps=2, ema_decay=0.9, log_every=5),
+        eval=DecoderEvalConfig(size=8, steps=5, invert_size=4, invert_steps=5, grid=4, batch_size=8),
+        channels_last=False,
+    ),
+    "demo": DecoderSettings(
+        decoder=DecoderConfig(
+            image_size=32,
+            unet=UNetConfig(channels=32, channel_mult=(1, 2, 4), layers_per_block=1, attention_resolutions=(8,),
+                            head_dim=32, context_dim=128, norm_groups=8, dropout=0.0, resample="conv"),
+            noise=NoiseConfig(prediction="v_prediction"),
+        ),
+        train=TrainConfig(steps=1500, batch_size=32, lr=5e-4, warmup_steps=50, min_lr_ratio=0.1,
+                          ema_decay=0.99, log_every=25),
+        eval=DecoderEvalConfig(size=200, steps=25, guidance=3.0),
+        channels_last=False,
+    ),
+    "base": DecoderSettings(
+        decoder=DecoderConfig(
+            image_size=64,
+            unet=UNetConfig(channels=128, channel_mult=(1, 2, 3, 4), layers_per_block=2,
+                            attention_resolutions=(16, 8), head_dim=64, context_dim=512, dropout=0.1),
+            noise=NoiseConfig(prediction="v_prediction"),
+        ),
+        train=TrainConfig(steps=100_000, batch_size=64, lr=1e-4, warmup_steps=1000, mixed_precision="bf16",
+                          ema_decay=0.9999, checkpoint_every=5000, eval_every=5000),
+        eval=DecoderEvalConfig(size=1000, steps=50, guidance=3.0),
+    ),
+    "paper": DecoderSettings(
+        decoder=DecoderConfig(
+            image_size=64,
+            unet=UNetConfig(channels=512, channel_mult=(1, 2, 3, 4), layers_per_block=3,
+                            attention_resolutions=(32, 16, 8), head_dim=64, context_dim=1536, dropout=0.1),
+            noise=NoiseConfig(prediction="epsilon"),
+        ),
+        train=TrainConfig(steps=800_000, batch_size=64, lr=1.2e-4, warmup_steps=10_000, mixed_precision="bf16",
+                          ema_decay=0.9999, checkpoint_every=10_000, eval_every=10_000),
+        eval=DecoderEvalConfig(size=1000, sampler="ddpm", steps=250, guidance=1.25),
+    ),
+}
+
+
+def settings_for(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> DecoderSettings:
+    return apply_overrides(pick_preset(PRESETS, preset, "decoder"), overrides)
+

@@ -1,0 +1,149 @@
+"""The decoder network: a diffusers U-Net conditioned on a CLIP image embedding and a caption.
+
+Conditioning follows GLIDE / DALL·E 2 through diffusers' own `UnCLIPTextProjModel` (so Karlo's
+projection weights keep their names and layout): the image embedding (plus, as in Karlo, the text
+embedding) is projected and added to the timestep embedding, and projected into `extra_tokens`
+context tokens (interleaved: token k = proj[:, k::extra_tokens]) prepended to the projected caption
+token states that the U-Net's attention layers read. The network knows nothing about noise
+schedules; `decoder.sample` runs the samplers around it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from diffusers import UNet2DConditionModel
+from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
+from torch import Tensor, nn
+
+from core.errors import ConfigError
+from decoder.config import DecoderConfig
+
+# The conditioning inputs, as keyword arguments of Decoder.forward and keys of the shards.
+CONDITIONS = ("image_embeds", "text_embeds", "text_tokens", "text_mask")
+
+
+def build_unet(cfg: DecoderConfig, context_dim: int) -> UNet2DConditionModel:
+    attention = cfg.level_has_attention()
+    u = cfg.unet
+    plain_down, plain_up = ("ResnetDownsampleBlock2D", "ResnetUpsampleBlock2D") if u.resample == "resnet" else (
+        "DownBlock2D", "UpBlock2D")
+    down = tuple("SimpleCrossAttnDownBlock2D" if a else plain_down for a in attention)
+    up = tuple("SimpleCrossAttnUpBlock2D" if a else plain_up for a in reversed(attention))
+    return UNet2DConditionModel(
+        sample_size=cfg.image_size,
+        in_channels=3,
+        out_channels=3,  # fixed variance: no learned-variance channels
+        down_block_types=down,
+        up_block_types=up,
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        block_out_channels=u.block_channels,
+        layers_per_block=u.layers_per_block,
+        cross_attention_dim=context_dim,
+        attention_head_dim=u.head_dim,
+        norm_num_groups=u.norm_groups,
+        dropout=u.dropout,
+        resnet_time_scale_shift="scale_shift",
+        class_embed_type="identity",
+    )
+
+
+def build_text_proj(cfg: DecoderConfig, time_embed_dim: int) -> UnCLIPTextProjModel:
+    proj = UnCLIPTextProjModel(
+        clip_extra_context_tokens=cfg.extra_tokens,
+        clip_embeddings_dim=cfg.embed_dim,
+        time_embed_dim=time_embed_dim,
+        cross_attention_dim=cfg.unet.context_dim,
+    )
+    if cfg.text_width != cfg.embed_dim:
+        # diffusers assumes caption token states as wide as the embedding (true of Karlo's CLIP-L)
+        proj.encoder_hidden_states_proj = nn.Linear(cfg.text_width, cfg.unet.context_dim)
+    if not cfg.text_time_embed:
+        nn.init.zeros_(proj.embedding_proj.weight)
+        nn.init.zeros_(proj.embedding_proj.bias)
+        proj.embedding_proj.requires_grad_(False)
+    return proj
+
+
+class Decoder(nn.Module):
+    """ε/v-predicting network `forward(x, t, image_embeds, text_embeds, text_tokens, text_mask)`."""
+
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        if cfg.embed_dim is None or cfg.text_width is None:
+            raise ConfigError("DecoderConfig needs embed_dim and text_width (use cfg.for_clip(...) with the CLIP's dimensions)")
+        self.cfg = cfg
+        self.unet = build_unet(cfg, cfg.unet.context_dim)
+        self.text_proj = build_text_proj(cfg, time_embed_dim=cfg.unet.block_channels[0] * 4)
+        self.embed_scale = math.sqrt(cfg.embed_dim) if cfg.scale_embeds else 1.0
+
+    @property
+    def null_image_embed(self) -> Tensor:
+        """The learned embedding that stands for "no image embedding" (unit scale, like the inputs)."""
+        return self.text_proj.learned_classifier_free_guidance_embeddings
+
+    def condition(self, image_embeds: Tensor, text_embeds: Tensor, text_tokens: Tensor,
+                  text_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(context tokens [B, extra + L, C], additive time embedding [B, E], context mask [B, extra + L])."""
+        self._check_shapes(image_embeds, text_embeds, text_tokens, text_mask)
+        context, time_embeds = self.text_proj(
+            image_embeddings=image_embeds * self.embed_scale,
+            prompt_embeds=text_embeds * self.embed_scale,
+            text_encoder_hidden_states=text_tokens,
+            do_classifier_free_guidance=False,
+        )
+        mask = torch.cat([text_mask.new_ones(text_mask.shape[0], self.cfg.extra_tokens), text_mask.bool()], dim=1)
+        return context, time_embeds, mask
+
+    def forward(self, x: Tensor, t: Tensor, image_embeds: Tensor, text_embeds: Tensor, text_tokens: Tensor,
+                text_mask: Tensor, drop_image: Tensor | None = None, drop_text: Tensor | None = None) -> Tensor:
+        """Model output for noisy images x [B, 3, S, S] at timesteps t [B]; `drop_image` / `drop_text`
+        (bool [B], training) replace those rows' conditions as guidance dropout does."""
+        if drop_image is not None or drop_text is not None:
+            no = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+            dropped = self.drop_conditions(image_embeds, text_embeds, text_tokens, text_mask,
+                                           no if drop_image is None else drop_image, no if drop_text is None else drop_text)
+            image_embeds, text_embeds, text_tokens, text_mask = (dropped[k] for k in CONDITIONS)
+        context, time_embeds, mask = self.condition(image_embeds, text_embeds, text_tokens, text_mask)
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        return self.unet(x, t, encoder_hidden_states=context, class_labels=time_embeds,
+                         attention_mask=mask, return_dict=False)[0]
+
+    def unconditional(self, batch: int, tokens: int, device: torch.device | str,
+                      dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+        """The conditioning of the unconditional branch: null image embedding, caption dropped."""
+        d, w = self.cfg.embed_dim, self.cfg.text_width
+        null = self.null_image_embed.detach().to(device, dtype) / self.embed_scale
+        return {
+            "image_embeds": null.expand(batch, d),
+            "text_embeds": torch.zeros(batch, d, device=device, dtype=dtype),
+            "text_tokens": torch.zeros(batch, tokens, w, device=device, dtype=dtype),
+            "text_mask": torch.zeros(batch, tokens, dtype=torch.bool, device=device),
+        }
+
+    def drop_conditions(self, image_embeds: Tensor, text_embeds: Tensor, text_tokens: Tensor, text_mask: Tensor,
+                        drop_image: Tensor, drop_text: Tensor) -> dict[str, Tensor]:
+        """Guidance dropout: rows of `drop_image` get the learned null embedding (which stays trainable),
+        rows of `drop_text` lose their caption (zero text embedding, no caption tokens)."""
+        null = (self.null_image_embed / self.embed_scale).to(image_embeds.dtype).expand_as(image_embeds)
+        keep_text = (~drop_text).to(text_embeds.dtype)
+        return {
+            "image_embeds": torch.where(drop_image[:, None], null, image_embeds),
+            "text_embeds": text_embeds * keep_text[:, None],
+            "text_tokens": text_tokens * keep_text[:, None, None],
+            "text_mask": text_mask.bool() & ~drop_text[:, None],
+        }
+
+    def _check_shapes(self, image_embeds: Tensor, text_embeds: Tensor, text_tokens: Tensor, text_mask: Tensor) -> None:
+        d, w = self.cfg.embed_dim, self.cfg.text_width
+        b = image_embeds.shape[0]
+        expected = {"image_embeds": (b, d), "text_embeds": (b, d), "text_tokens": (b, text_tokens.shape[1], w),
+                    "text_mask": (b, text_tokens.shape[1])}
+        given = {"image_embeds": image_embeds, "text_embeds": text_embeds, "text_tokens": text_tokens,
+                 "text_mask": text_mask}
+        for name, want in expected.items():
+            if given[name].ndim != len(want) or tuple(given[name].shape) != want:
+                raise ConfigError(f"decoder input {name} has shape {tuple(given[name].shape)}, expected {want} "
+                                  f"(embed_dim {d}, text_width {w})")

@@ -1,0 +1,139 @@
+"""Decoding CLIP image embeddings (and captions) into images, and DDIM inversion back to x_T.
+
+Thin wrappers over `core.diffusion`: the decoder is the network, the sampler is a diffusers
+scheduler, classifier-free guidance is `core.diffusion.guided` (conditional and unconditional
+branches in one batched forward). Sample i depends only on seeds[i] (and x_T[i]), never on the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from diffusers import DPMSolverMultistepScheduler
+from torch import Tensor
+
+from core.diffusion import (
+    NoiseConfig,
+    Sampler,
+    ddim_invert,
+    guided,
+    initial_noise,
+    sample,
+    sampling_scheduler,
+)
+from core.errors import ConfigError
+from decoder.model import Decoder
+
+
+@dataclass(frozen=True)
+class Caption:
+    """A caption as CLIP encoded it: `embeds` [B, D], `tokens` [B, L, W], `mask` [B, L] (True = real token).
+    `clip.encoder.TextEncoding` has the same fields and can be passed wherever a Caption is."""
+
+    embeds: Tensor
+    tokens: Tensor
+    mask: Tensor
+
+
+def conditions(decoder: Decoder, image_embeds: Tensor, text: Caption | None) -> dict[str, Tensor]:
+    """The keyword inputs of Decoder.forward; `text=None` decodes from the image embedding alone
+    (the caption dropped, as in the `text_dropout` share of training samples)."""
+    device = next(decoder.parameters()).device
+    image_embeds = image_embeds.to(device, torch.float32)
+    if image_embeds.ndim != 2:
+        raise ConfigError(f"image_embeds must be [B, D], got shape {tuple(image_embeds.shape)}")
+    batch = image_embeds.shape[0]
+    if text is None:
+        empty = decoder.unconditional(batch, 1, device)
+        return {"image_embeds": image_embeds, **{k: v for k, v in empty.items() if k != "image_embeds"}}
+    if text.embeds.shape[0] != batch or text.tokens.shape[0] != batch or text.mask.shape[0] != batch:
+        raise ConfigError(f"{batch} image embeddings but captions for {text.embeds.shape[0]}")
+    return {"image_embeds": image_embeds, "text_embeds": text.embeds.to(device, torch.float32),
+            "text_tokens": text.tokens.to(device, torch.float32), "text_mask": text.mask.to(device).bool()}
+
+
+def decoder_scheduler(noise: NoiseConfig, sampler: Sampler, steps: int, threshold: float | None = None):
+    """core.diffusion.sampling_scheduler, except that DPM-Solver++ is built here: core hands it `clip_sample`,
+    which diffusers 0.42's DPMSolverMultistepScheduler rejects, and drops zero terminal SNR, which that
+    scheduler does support (it clamps the last alpha_bar to 2**-24), so a zero-SNR model would be sampled
+    on another schedule than it was trained on (both reported to the lead)."""
+    if sampler not in ("ddpm", "ddim", "dpmpp"):
+        raise ConfigError(f"unknown sampler {sampler!r}; choose ddpm, ddim or dpmpp")
+    if not 1 <= steps <= noise.train_steps:
+        raise ConfigError(f"sampling steps must be between 1 and {noise.train_steps}, got {steps}")
+    if threshold is not None and threshold <= 0:
+        raise ConfigError(f"threshold must be positive, got {threshold}")
+    if sampler != "dpmpp":
+        return sampling_scheduler(noise, sampler, steps, threshold=threshold)
+    cfg = {k: v for k, v in noise.scheduler_config().items() if k != "clip_sample"}
+    extra = {"thresholding": True, "sample_max_value": threshold, "dynamic_thresholding_ratio": 0.995} if threshold else {}
+    scheduler = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero",
+                                            **cfg, **extra)
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
+def denoiser(decoder: Decoder, cond: dict[str, Tensor], guidance: float):
+    if guidance < 1.0:
+        raise ConfigError(f"guidance scale must be >= 1 (1 = no guidance), got {guidance}")
+    batch, tokens = cond["text_tokens"].shape[:2]
+    uncond = decoder.unconditional(batch, tokens, cond["image_embeds"].device)
+    return guided(decoder, cond, uncond, guidance)
+
+
+@torch.no_grad()
+def decode(decoder: Decoder, image_embeds: Tensor, text: Caption | None, seeds: Sequence[int], *,
+           steps: int = 25, sampler: Sampler = "ddim", guidance: float = 3.0, eta: float = 0.0,
+           threshold: float | None = None, x_T: Tensor | None = None, batch_size: int | None = None,
+           progress: bool = False) -> Tensor:
+    """Images [B, 3, S, S] in [-1, 1] from image embeddings [B, D] and their captions.
+
+    `seeds` (one per image) fix x_T and any sampler noise; `x_T` (e.g. from `invert`) replaces the
+    seeded start. `threshold` turns on dynamic thresholding (for high guidance scales).
+    """
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != image_embeds.shape[0]:
+        raise ConfigError(f"{image_embeds.shape[0]} image embeddings but {len(seeds)} seeds")
+    size = decoder.cfg.image_size
+    if x_T is not None and tuple(x_T.shape) != (len(seeds), 3, size, size):
+        raise ConfigError(f"x_T must have shape {(len(seeds), 3, size, size)}, got {tuple(x_T.shape)}")
+    decoder_scheduler(decoder.cfg.noise, sampler, steps, threshold)  # check the settings before any work
+    was_training = decoder.training
+    decoder.eval()
+    device = next(decoder.parameters()).device
+    cond = conditions(decoder, image_embeds, text)
+    chunk = batch_size or len(seeds)
+    out = []
+    for start in range(0, len(seeds), chunk):
+        part = slice(start, start + chunk)
+        part_cond = {k: v[part] for k, v in cond.items()}
+        scheduler = decoder_scheduler(decoder.cfg.noise, sampler, steps, threshold)
+        if x_T is None:
+            x = initial_noise(seeds[part], (3, size, size), device) * scheduler.init_noise_sigma
+        else:
+            x = x_T[part].to(device, torch.float32)
+        x = sample(denoiser(decoder, part_cond, guidance), scheduler, x, seeds=seeds[part], eta=eta,
+                   progress=progress, desc="decode")
+        out.append(x.clamp(-1, 1))
+    decoder.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def invert(decoder: Decoder, images: Tensor, image_embeds: Tensor, text: Caption | None, *, steps: int = 50,
+           guidance: float = 1.0, progress: bool = False) -> Tensor:
+    """DDIM inversion: images [B, 3, S, S] in [-1, 1] → x_T such that `decode(..., x_T=x_T, sampler="ddim",
+    eta=0, steps=steps, guidance=guidance)` reconstructs them."""
+    size = decoder.cfg.image_size
+    if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
+        raise ConfigError(f"images must be [B, 3, {size}, {size}] for this decoder, got {tuple(images.shape)}")
+    was_training = decoder.training
+    decoder.eval()
+    device = next(decoder.parameters()).device
+    cond = conditions(decoder, image_embeds, text)
+    x_T = ddim_invert(denoiser(decoder, cond, guidance), decoder.cfg.noise, images.to(device, torch.float32),
+                      steps, progress=progress)
+    decoder.train(was_training)
+    return x_T

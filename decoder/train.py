@@ -1,0 +1,194 @@
+"""Train the decoder from embedding shards (images + CLIP image embeddings + caption token states).
+
+    python -m decoder.train --preset demo --shards runs/shards/train --val-shards runs/shards/val --out runs/decoder
+    python -m decoder.train --preset demo ... --set train.steps=500 --set decoder.unet.channels=64
+
+No CLIP runs during training: everything comes precomputed from the shards. Images are only
+resized to the decoder's resolution (no flips or crops: captions say left, right, top, bottom).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from clip.shards import EmbeddingShards
+from clip.spec import check_same_clip
+from core.checkpoint import write_json
+from core.diffusion import training_scheduler, training_target
+from core.errors import ConfigError
+from core.trainer import Tracker, fit
+from decoder.config import DecoderSettings, settings_for
+from decoder.io import save_decoder
+from decoder.model import CONDITIONS, Decoder
+
+log = logging.getLogger("decoder.train")
+FIELDS = (*CONDITIONS, "images")
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [N, 3, S, S] → uint8 [N, 3, size, size]; box-averaging for whole-number factors (exact flat colours)."""
+    if images.shape[-1] == size:
+        return images
+    out = []
+    for chunk in images.split(1024):
+        x = chunk.float()
+        if images.shape[-1] % size == 0:
+            x = F.avg_pool2d(x, images.shape[-1] // size)
+        else:
+            x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+        out.append(x.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def load_split(folder: str | Path, size: int) -> tuple[EmbeddingShards, dict[str, torch.Tensor], torch.Tensor]:
+    """(shards, their tensors with images at the decoder's resolution, the images as stored)."""
+    shards = EmbeddingShards.open(folder)
+    if shards.image_size is None or "images" not in shards.fields:
+        raise ConfigError(f"{folder}: the shards hold no images; re-run the embed step with an image size")
+    if shards.image_size < size:
+        raise ConfigError(f"{folder}: shard images are {shards.image_size} px, smaller than the decoder's {size} px")
+    data = shards.load(FIELDS)
+    stored = data["images"]
+    data["images"] = resize_images(stored, size)
+    return shards, data, stored
+
+
+def make_batches(data: dict[str, torch.Tensor], batch_size: int, seed: int):
+    count = data["images"].shape[0]
+    if count < batch_size:
+        raise ConfigError(f"{count} training examples are fewer than one batch of {batch_size}")
+
+    def batches(epoch: int, rank: int, world: int):
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+        mine = order[rank::world]
+        for i in range(0, len(mine) - batch_size + 1, batch_size):
+            idx = mine[i:i + batch_size]
+            yield {k: v[idx] for k, v in data.items()}
+    return batches
+
+
+def snr_weights(scheduler, t: torch.Tensor, gamma: float | None) -> torch.Tensor | None:
+    """Min-SNR-γ weights expressed for the scheduler's prediction type (None: plain MSE)."""
+    if gamma is None:
+        return None
+    alpha_bar = scheduler.alphas_cumprod.to(t.device)[t]
+    snr = alpha_bar / (1 - alpha_bar)
+    clipped = snr.clamp(max=gamma)
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return clipped / snr.clamp(min=1e-8)
+    if kind == "v_prediction":
+        return clipped / (snr + 1)
+    return clipped
+
+
+def make_loss(settings: DecoderSettings):
+    cfg = settings.decoder
+    scheduler = training_scheduler(cfg.noise)
+    memory = torch.channels_last if settings.channels_last else torch.contiguous_format
+
+    def loss_fn(model, batch) -> torch.Tensor:
+        x0 = (batch["images"].float() / 127.5 - 1).contiguous(memory_format=memory)
+        b = x0.shape[0]
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, cfg.noise.train_steps, (b,), device=x0.device)
+        x_t = scheduler.add_noise(x0, noise, t)
+        drop_image = torch.rand(b, device=x0.device) < cfg.image_dropout
+        drop_text = torch.rand(b, device=x0.device) < cfg.text_dropout
+        out = model(x_t, t, **{k: batch[k] for k in CONDITIONS}, drop_image=drop_image, drop_text=drop_text)
+        err = (out.float() - training_target(scheduler, x0, noise, t)).pow(2).mean(dim=(1, 2, 3))
+        weights = snr_weights(scheduler, t, settings.min_snr_gamma)
+        return err.mean() if weights is None else (err * weights).mean()
+    return loss_fn
+
+
+def train_decoder(settings: DecoderSettings, shards_dir: str | Path, out_dir: str | Path,
+                  tracker: Tracker | None = None, val_shards_dir: str | Path | None = None):
+    """Train, evaluate on `val_shards_dir` (if given) and write `out_dir/model`. Returns (EMA decoder, metrics)."""
+    from accelerate import Accelerator
+
+    out_dir = Path(out_dir)
+    size = settings.decoder.image_size
+    shards, data, _ = load_split(shards_dir, size)
+    spec = shards.spec
+    settings = settings.override(decoder=_for_clip(settings, spec.embed_dim, spec.text_width))
+    evaluate = None
+    if val_shards_dir is not None:
+        evaluate = _make_evaluate(settings, spec, val_shards_dir, out_dir)
+    acc = Accelerator(mixed_precision=settings.train.mixed_precision)
+    torch.manual_seed(settings.train.seed)
+    model = Decoder(settings.decoder)
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    log.info("decoder: %.2fM parameters, %d training examples at %d px", sum(p.numel() for p in model.parameters()) / 1e6,
+             data["images"].shape[0], size)
+    result = fit(model, make_loss(settings), make_batches(data, settings.train.batch_size, settings.train.seed),
+                 settings.train, out_dir / "run", run_config=settings, evaluate=evaluate, tracker=tracker,
+                 accelerator=acc, desc="decoder")
+    if acc.is_main_process:
+        save_decoder(out_dir / "model", result.ema, spec)
+        write_json(out_dir / "model" / "metrics.json", result.metrics)
+        write_json(out_dir / "model" / "train_settings.json", settings)
+    acc.wait_for_everyone()
+    return result.ema, result.metrics
+
+
+def _for_clip(settings: DecoderSettings, embed_dim: int, text_width: int):
+    cfg = settings.decoder
+    for name, value in (("embed_dim", embed_dim), ("text_width", text_width)):
+        if getattr(cfg, name) not in (None, value):
+            raise ConfigError(f"decoder.{name}={getattr(cfg, name)} but the shards' CLIP has {value}")
+    return cfg.for_clip(embed_dim, text_width)
+
+
+def _make_evaluate(settings: DecoderSettings, spec, val_shards_dir, out_dir: Path):
+    from clip.encoder import load_encoder
+    from decoder.evaluate import evaluate_decoder
+
+    val_shards, val, real = load_split(val_shards_dir, settings.decoder.image_size)
+    check_same_clip(spec, val_shards.spec, f"validation shards {val_shards_dir}")
+    encoder = load_encoder(spec)
+
+    def evaluate(ema_model, step: int):
+        results = evaluate_decoder(ema_model, val, real, val_shards.captions, encoder, settings.eval)
+        grid = results.get("sample_grid")
+        if grid is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            grid.save(out_dir / f"samples_{step:08d}.png")
+        return results
+    return evaluate
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m decoder.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="demo", help="size preset: smoke, demo, base, paper (default: demo)")
+    parser.add_argument("--shards", required=True, help="training embedding shards (with images)")
+    parser.add_argument("--val-shards", default=None, help="held-out shards for the evaluation (optional)")
+    parser.add_argument("--out", default="runs/decoder", help="output folder (default: runs/decoder)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. train.steps=200 or decoder.noise.prediction=epsilon")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice; 1 is fastest on a contended machine)")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
+    from core.cli import run_cli
+
+    def job():
+        settings = settings_for(args.preset, args.overrides)
+        _, metrics = train_decoder(settings, args.shards, args.out, val_shards_dir=args.val_shards)
+        print(f"decoder written to {Path(args.out) / 'model'}")
+        for k, v in sorted(metrics.items()):
+            print(f"  {k}: {v:.4f}")
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""Training from embedding shards, the evaluation, and the saved decoder folder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from tiny_clips import make_open_clip, shared_open_clip
+
+from clip.encoder import load_encoder
+from clip.shards import write_shards
+from core.errors import CheckpointError, ClipMismatchError, ConfigError
+from data.shapes import canonical_caption, render, sample_attributes
+from decoder.config import settings_for
+from decoder.io import load_decoder, save_decoder
+from decoder.testing import tiny_decoder
+from decoder.train import resize_images, train_decoder
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def clip_spec(tmp_path_factory):
+    return shared_open_clip(tmp_path_factory)
+
+
+def make_shards(folder, spec, split: str, count: int, image_size: int = 32):
+    encoder = load_encoder(spec)
+    attrs = [sample_attributes(0 if split == "train" else 1, i) for i in range(count)]
+    images = [render(a, image_size) for a in attrs]
+    captions = [canonical_caption(a) for a in attrs]
+    text = encoder.encode_text(captions)
+    tensors = {"image_embeds": encoder.encode_image(images), "text_embeds": text.embeds, "text_tokens": text.tokens,
+               "text_mask": text.mask,
+               "images": torch.from_numpy(np.stack([np.asarray(i).transpose(2, 0, 1) for i in images]))}
+    return write_shards(folder, spec, tensors, captions, [f"k{i}" for i in range(count)], split=split,
+                        image_size=image_size)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, clip_spec):
+    root = tmp_path_factory.mktemp("decoder")
+    make_shards(root / "train", clip_spec, "train", 24)
+    make_shards(root / "val", clip_spec, "val", 6)
+    settings = settings_for("smoke", ["train.steps=3", "train.batch_size=8", "eval.size=4", "eval.invert_size=2",
+                                      "eval.steps=3", "eval.invert_steps=4"])
+    decoder, metrics = train_decoder(settings, root / "train", root / "out", val_shards_dir=root / "val")
+    return root, decoder, metrics
+
+
+def test_training_writes_a_loadable_decoder_and_metrics(trained, clip_spec):
+    root, decoder, metrics = trained
+    for key in ("clip_consistency", "clip_consistency_real", "clip_consistency_real_lowres", "zeroshot_shape",
+                "zeroshot_real_min", "inversion_psnr"):
+        assert key in metrics and np.isfinite(metrics[key])
+    assert (root / "out" / "samples_00000003.png").is_file()
+    loaded, spec = load_decoder(root / "out" / "model", clip_spec)
+    assert spec.fingerprint() == clip_spec.fingerprint()
+    assert loaded.cfg.embed_dim == clip_spec.embed_dim and loaded.cfg.image_size == 16
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 70])
+    cond = {"image_embeds": torch.randn(2, 32), "text_embeds": torch.randn(2, 32), "text_tokens": torch.randn(2, 16, 32),
+            "text_mask": torch.ones(2, 16, dtype=torch.bool)}
+    with torch.no_grad():
+        assert torch.allclose(loaded(x, t, **cond), decoder.float().eval()(x, t, **cond), atol=1e-5)
+
+
+def test_save_load_round_trip_and_refusals(tmp_path, clip_spec):
+    decoder = tiny_decoder()
+    spec = clip_spec.override(embed_dim=decoder.cfg.embed_dim, text_width=decoder.cfg.text_width)
+    folder = save_decoder(tmp_path / "dec", decoder, spec)
+    assert {p.name for p in folder.iterdir()} == {"model.safetensors", "decoder_config.json", "clip_spec.json"}
+    loaded, _ = load_decoder(folder, spec)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), decoder.state_dict().values()))
+    with pytest.raises(ClipMismatchError):
+        load_decoder(folder, spec.override(weights_sha256="0" * 64))
+    with pytest.raises(ConfigError, match="embed_dim"):
+        save_decoder(tmp_path / "bad", decoder, clip_spec)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_decoder(tmp_path / "nowhere")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_decoder(folder)
+    save_decoder(folder, decoder, spec)
+    config = json.loads((folder / "decoder_config.json").read_text())
+    (folder / "decoder_config.json").write_text(json.dumps({**config, "image_size": 32}))
+    with pytest.raises(CheckpointError):
+        load_decoder(folder)
+    (folder / "decoder_config.json").write_text(json.dumps({**config, "colour": 1}))
+    with pytest.raises(CheckpointError, match="colour"):
+        load_decoder(folder)
+
+
+def test_mismatched_clip_between_train_and_val_shards_is_refused(tmp_path, clip_spec):
+    other = make_open_clip(tmp_path / "other", seed=5)
+    make_shards(tmp_path / "train", clip_spec, "train", 8)
+    make_shards(tmp_path / "val", other, "val", 4)
+    with pytest.raises(ClipMismatchError):
+        train_decoder(settings_for("smoke", ["train.steps=1"]), tmp_path / "train", tmp_path / "out",
+                      val_shards_dir=tmp_path / "val")
+
+
+def test_shards_smaller_than_the_decoder_are_refused(tmp_path, clip_spec):
+    make_shards(tmp_path / "train", clip_spec, "train", 8, image_size=8)
+    with pytest.raises(ConfigError, match="smaller"):
+        train_decoder(settings_for("smoke"), tmp_path / "train", tmp_path / "out")
+
+
+def test_resize_keeps_flat_colours_exact():
+    images = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    images[:, 0] = 200
+    images[:, :, :16, :16] = 17
+    small = resize_images(images, 16)
+    assert small.shape == (2, 3, 16, 16) and set(small.unique().tolist()) == {0, 17, 200}

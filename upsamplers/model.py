@@ -1,0 +1,90 @@
+"""The super-resolution network: a diffusers UNet2DModel fed [noisy image, upsampled low-res].
+
+The network knows nothing of schedules or augmentations; it maps (x_t, t, condition, level) to the
+prediction its NoiseConfig asks for. No attention anywhere, so it runs on any image whose sides are
+multiples of `size_multiple`: trained on crops, used on whole images or tiles.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DModel
+
+from upsamplers.config import UpsamplerConfig
+
+# The augmentation level in [0, 1] goes through the U-Net's timestep embedding at this scale.
+LEVEL_SCALE = 1000.0
+
+
+class PixelNorm(torch.nn.GroupNorm):
+    """GroupNorm's parameters with statistics over the channels of each pixel (one group).
+
+    Unlike GroupNorm, the output at a pixel does not depend on the rest of the image, so a crop,
+    a tile and the whole image give the same activations where their receptive fields agree.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # plain sums over dim 1: on CPU several times faster than layer_norm on a permuted view
+        x = x.float()  # statistics in fp32 also under bf16 autocast
+        mean = x.sum(dim=1, keepdim=True) / self.num_channels
+        centred = x - mean
+        var = (centred * centred).sum(dim=1, keepdim=True) / self.num_channels
+        out = centred * torch.rsqrt(var + self.eps)
+        if self.affine:
+            out = torch.addcmul(self.bias.view(1, -1, 1, 1), out, self.weight.view(1, -1, 1, 1))
+        return out
+
+
+def _use_pixel_norm(module: torch.nn.Module) -> None:
+    for name, child in module.named_children():
+        if type(child) is torch.nn.GroupNorm:
+            norm = PixelNorm(child.num_groups, child.num_channels, child.eps, child.affine)
+            if child.affine:
+                norm.load_state_dict(child.state_dict())
+            setattr(module, name, norm)
+        else:
+            _use_pixel_norm(child)
+
+
+class Upsampler(torch.nn.Module):
+    def __init__(self, cfg: UpsamplerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        m = cfg.model
+        n = len(m.channels)
+        self.unet = UNet2DModel(
+            sample_size=cfg.high_res,
+            in_channels=6,
+            out_channels=3,
+            down_block_types=("DownBlock2D",) * n,
+            up_block_types=("UpBlock2D",) * n,
+            block_out_channels=tuple(m.channels),
+            layers_per_block=m.layers_per_block,
+            mid_block_type="UNetMidBlock2D",
+            add_attention=False,
+            norm_num_groups=m.norm_groups if m.norm == "group" else 1,
+            dropout=m.dropout,
+            resnet_time_scale_shift="scale_shift",  # FiLM, as in the GLIDE/ADM U-Nets
+            class_embed_type="timestep" if m.level_conditioning else None,
+        )
+        if m.norm == "pixel":
+            _use_pixel_norm(self.unet)
+        # zero output layer, as in ADM/GLIDE: training starts from a constant (or, residual, bicubic) output
+        torch.nn.init.zeros_(self.unet.conv_out.weight)
+        torch.nn.init.zeros_(self.unet.conv_out.bias)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """x_t, condition: [B, 3, H, W] (condition = bicubic-upsampled, augmented low-res); t, level: [B]."""
+        labels = level.float() * LEVEL_SCALE if self.cfg.model.level_conditioning else None
+        out = self.unet(torch.cat([x_t, condition.to(x_t.dtype)], dim=1), t, class_labels=labels).sample
+        return out + condition if self.cfg.model.residual else out
+
+
+def upsample_bicubic(low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The conditioning image: plain bicubic upsampling, clamped to the pixel range."""
+    return F.interpolate(low_res, size=size, mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,112 @@
+"""Train one super-resolution stage on random crops of high-res images of any dataset.
+
+    python -m upsamplers.train --stage 1 --preset demo --out runs/upsampler1
+    python -m upsamplers.train --stage 2 --preset demo --out runs/upsampler2 --set train.steps=200
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from core.checkpoint import write_json
+from core.diffusion import training_scheduler, training_target
+from core.trainer import Tracker, fit
+from data import open_dataset
+from upsamplers.config import PRESETS, UpsamplerConfig, UpsamplerTrainSettings, settings_for
+from upsamplers.evaluate import evaluate_upsampler
+from upsamplers.io import save_upsampler
+from upsamplers.model import Upsampler
+from upsamplers.pairs import load_images, make_batches, to_signed
+
+log = logging.getLogger("upsamplers.train")
+
+
+def make_loss(cfg: UpsamplerConfig):
+    """Diffusion MSE on the high-res crop, conditioned on its degraded, re-upsampled low-res version.
+    The noise and timesteps come from the global RNG, which fit() re-seeds before every step."""
+    scheduler = training_scheduler(cfg.noise)
+    steps = scheduler.config.num_train_timesteps
+
+    def loss_fn(model: torch.nn.Module, batch) -> torch.Tensor:
+        high, condition, level = batch
+        noise = torch.randn_like(high)
+        t = torch.randint(0, steps, (high.shape[0],), device=high.device)
+        x_t = scheduler.add_noise(high, noise, t)
+        target = training_target(scheduler, high, noise, t)
+        return F.mse_loss(model(x_t, t, condition, level).float(), target.float())
+
+    return loss_fn
+
+
+def make_evaluate(val: torch.Tensor, settings: UpsamplerTrainSettings, images: dict):
+    """Evaluation on held-out images; the latest side-by-side image is kept in `images`."""
+    def evaluate(model: Upsampler, step: int) -> dict:
+        results = evaluate_upsampler(model.float(), val, steps=settings.eval_steps, seeds=range(len(val)))
+        images["side_by_side"] = results["side_by_side"]
+        return results
+    return evaluate
+
+
+def train_upsampler(settings: UpsamplerTrainSettings, out_dir: str | Path,
+                    tracker: Tracker | None = None) -> tuple[Path, dict[str, float]]:
+    """Train, evaluate on held-out images and write `out_dir/model` (+ `out_dir/side_by_side.png`:
+    low-res | bicubic | model | ground truth). Returns (model folder, metrics)."""
+    from accelerate import Accelerator
+
+    out_dir = Path(out_dir)
+    up, size = settings.upsampler, settings.upsampler.high_res
+    acc = Accelerator(mixed_precision=settings.train.mixed_precision)
+    train_set, val_set = open_dataset(settings.data, "train"), open_dataset(settings.data, "val")
+    images = load_images(train_set, size, settings.max_train_images, desc="load train")
+    val = to_signed(load_images(val_set, size, settings.eval_size, desc="load val"))
+    for name, ds in (("train", train_set), ("val", val_set)):
+        if ds.skips.total:
+            log.warning("%s split: %s", name, ds.skips)
+
+    torch.manual_seed(settings.train.seed)
+    model = Upsampler(up)
+    batches = make_batches(images, up, settings.crop_size, settings.train.batch_size, settings.train.seed)
+    images: dict = {}
+    result = fit(model, make_loss(up), batches, settings.train, out_dir / "run", run_config=settings,
+                 evaluate=make_evaluate(val, settings, images), tracker=tracker, accelerator=acc,
+                 desc=f"upsampler {up.stage}")
+    folder = out_dir / "model"
+    if acc.is_main_process:
+        save_upsampler(folder, result.ema.float(), {"train_settings": settings})
+        write_json(folder / "metrics.json", result.metrics)
+        if "side_by_side" in images:
+            images["side_by_side"].save(out_dir / "side_by_side.png")
+    acc.wait_for_everyone()
+    return folder, result.metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m upsamplers.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--stage", type=int, default=1, choices=sorted(PRESETS), help="1: 64→256, 2: 256→1024")
+    parser.add_argument("--preset", default="demo", help="smoke, demo, base or paper (default: demo)")
+    parser.add_argument("--out", default=None, help="output folder (default: runs/upsampler<stage>)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. train.steps=200 or upsampler.sample_steps=8 (repeatable)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 is often fastest on a shared, busy CPU)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from core.cli import run_cli
+
+    def job():
+        settings = settings_for(args.stage, args.preset, args.overrides)
+        folder, metrics = train_upsampler(settings, args.out or f"runs/upsampler{args.stage}")
+        print(f"upsampler written to {folder}")
+        for key, value in sorted(metrics.items()):
+            print(f"  {key}: {value:.4f}")
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
