@@ -21,7 +21,7 @@ from clip.spec import check_same_clip
 from core.checkpoint import write_json
 from core.diffusion import training_scheduler, training_target
 from core.errors import ConfigError
-from core.trainer import Tracker, fit
+from core.trainer import Tracker, fit, make_accelerator
 from decoder.config import DecoderSettings, settings_for
 from decoder.io import save_decoder
 from decoder.model import CONDITIONS, Decoder
@@ -110,8 +110,6 @@ def make_loss(settings: DecoderSettings):
 def train_decoder(settings: DecoderSettings, shards_dir: str | Path, out_dir: str | Path,
                   tracker: Tracker | None = None, val_shards_dir: str | Path | None = None):
     """Train, evaluate on `val_shards_dir` (if given) and write `out_dir/model`. Returns (EMA decoder, metrics)."""
-    from accelerate import Accelerator
-
     out_dir = Path(out_dir)
     size = settings.decoder.image_size
     shards, data, _ = load_split(shards_dir, size)
@@ -120,7 +118,7 @@ def train_decoder(settings: DecoderSettings, shards_dir: str | Path, out_dir: st
     evaluate = None
     if val_shards_dir is not None:
         evaluate = _make_evaluate(settings, spec, val_shards_dir, out_dir)
-    acc = Accelerator(mixed_precision=settings.train.mixed_precision)
+    acc = make_accelerator(settings.train.mixed_precision)
     torch.manual_seed(settings.train.seed)
     model = Decoder(settings.decoder)
     if settings.channels_last:

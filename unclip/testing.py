@@ -71,7 +71,8 @@ def save_tiny_upsampler(folder: Path, stage: int, low: int, high: int, seed: int
 
     torch.manual_seed(seed + stage)
     cfg = UpsamplerConfig(stage=stage, low_res=low, high_res=high, sample_steps=2,
-                          noise=NoiseConfig(schedule="cosine" if stage == 1 else "linear", train_steps=TRAIN_STEPS),
+                          noise=NoiseConfig(schedule="cosine" if stage == 1 else "linear", prediction="sample",
+                                            train_steps=TRAIN_STEPS),
                           model=UpsamplerModelConfig(channels=(8, 16), layers_per_block=1))
     return save_upsampler(folder, Upsampler(cfg).eval())
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from core.checkpoint import write_json
 from core.diffusion import training_scheduler, training_target
-from core.trainer import Tracker, fit
+from core.trainer import Tracker, fit, make_accelerator
 from data import open_dataset
 from upsamplers.config import PRESETS, UpsamplerConfig, UpsamplerTrainSettings, settings_for
 from upsamplers.evaluate import evaluate_upsampler
@@ -56,11 +56,9 @@ def train_upsampler(settings: UpsamplerTrainSettings, out_dir: str | Path,
                     tracker: Tracker | None = None) -> tuple[Path, dict[str, float]]:
     """Train, evaluate on held-out images and write `out_dir/model` (+ `out_dir/side_by_side.png`:
     low-res | bicubic | model | ground truth). Returns (model folder, metrics)."""
-    from accelerate import Accelerator
-
     out_dir = Path(out_dir)
     up, size = settings.upsampler, settings.upsampler.high_res
-    acc = Accelerator(mixed_precision=settings.train.mixed_precision)
+    acc = make_accelerator(settings.train.mixed_precision)
     train_set, val_set = open_dataset(settings.data, "train"), open_dataset(settings.data, "val")
     images = load_images(train_set, size, settings.max_train_images, desc="load train")
     val = to_signed(load_images(val_set, size, settings.eval_size, desc="load val"))
