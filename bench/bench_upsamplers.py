@@ -80,7 +80,9 @@ def train(stage: int, steps: int | None, out: Path, reuse: bool) -> dict:
 
     folder = out / f"stage{stage}" / "model"
     if reuse and (folder / "metrics.json").is_file():
-        return {"folder": folder, "metrics": json.loads((folder / "metrics.json").read_text()), "train_s": None}
+        saved = json.loads((folder / "train_settings.json").read_text())
+        return {"folder": folder, "metrics": json.loads((folder / "metrics.json").read_text()), "train_s": None,
+                "steps": saved["train"]["steps"], "batch": saved["train"]["batch_size"]}
     overrides = [f"train.steps={steps}"] if steps else []
     settings = settings_for(stage, "demo", overrides)
     start = time.perf_counter()

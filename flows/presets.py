@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import model_validator
+
 from clip.train import ClipTrainSettings
 from clip.train import settings_for as clip_settings
 from core.config import Config, apply_overrides
@@ -22,6 +24,14 @@ class CascadeSettings(Config):
     decoder: DecoderSettings
     upsampler1: UpsamplerTrainSettings
     upsampler2: UpsamplerTrainSettings
+
+    @model_validator(mode="after")
+    def _one_cascade(self) -> CascadeSettings:
+        decoder, up1, up2 = self.decoder.decoder.image_size, self.upsampler1.upsampler, self.upsampler2.upsampler
+        if up1.low_res != decoder or up2.low_res != up1.high_res:
+            raise ValueError(f"the stages do not chain: decoder {decoder}px, upsampler1 {up1.low_res}->{up1.high_res}px, "
+                             f"upsampler2 {up2.low_res}->{up2.high_res}px")
+        return self
 
     @property
     def embed_image_size(self) -> int:

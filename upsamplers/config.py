@@ -165,8 +165,8 @@ def _gpu_train(steps: int, batch: int, lr: float) -> TrainConfig:
 PRESETS: dict[int, dict[str, UpsamplerTrainSettings]] = {
     1: {
         "smoke": UpsamplerTrainSettings(
-            upsampler=_stage(1, 8, 32, (16, 32), 4, layers_per_block=1),
-            train=_cpu_train(4, 4), data=DatasetConfig(num_examples=40, val_size=8, image_size=32),
+            upsampler=_stage(1, 16, 64, (16, 32), 4, layers_per_block=1),
+            train=_cpu_train(4, 4), data=DatasetConfig(num_examples=40, val_size=8, image_size=64),
             crop=16, max_train_images=32, eval_size=2),
         "demo": UpsamplerTrainSettings(
             upsampler=_stage(1, 32, 128, (32, 64, 96), 4, layers_per_block=1),
@@ -181,9 +181,9 @@ PRESETS: dict[int, dict[str, UpsamplerTrainSettings]] = {
     },
     2: {
         "smoke": UpsamplerTrainSettings(
-            upsampler=_stage(2, 32, 64, (16, 32), 3, layers_per_block=1),
-            train=_cpu_train(4, 2), data=DatasetConfig(num_examples=20, val_size=4, image_size=64),
-            crop=16, max_train_images=16, eval_size=1),
+            upsampler=_stage(2, 64, 128, (16, 32), 3, layers_per_block=1),
+            train=_cpu_train(4, 2), data=DatasetConfig(num_examples=20, val_size=4, image_size=128),
+            crop=32, max_train_images=16, eval_size=1),
         "demo": UpsamplerTrainSettings(
             upsampler=_stage(2, 128, 512, (16, 32, 64), 4, layers_per_block=1),
             train=_cpu_train(200, 4), data=DatasetConfig(num_examples=400, val_size=8, image_size=512),
