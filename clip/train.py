@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a setting, e.g. train.steps=200 or data.source=folder (repeatable)")
     parser.add_argument("--track", action="store_true", help="log the run to MLflow (rank 0 only)")
     args = parser.parse_args(argv)
-    from core.cli import run_cli
+    from core.cli import report, run_cli
     from core.tracking import main_process_run
 
     def job():
@@ -165,9 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             if tracker is not None:
                 tracker.log_params(settings.model_dump(mode="json"))
             spec, metrics = train_clip(settings, args.out, tracker)
-        print(f"CLIP written to {Path(args.out) / 'model'} (fingerprint {spec.fingerprint()})")
-        for k, v in sorted(metrics.items()):
-            print(f"  {k}: {v:.4f}")
+        report(f"CLIP (fingerprint {spec.fingerprint()})", Path(args.out) / "model", metrics)
     return run_cli(job)
 
 

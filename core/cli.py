@@ -27,3 +27,11 @@ def run_cli(job: Callable[[], object]) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def report(what: str, folder: object, metrics: dict) -> None:
+    """What a training command prints at the end: where the model went and its evaluation."""
+    print(f"{what} written to {folder}")
+    for key, value in sorted(metrics.items()):
+        if isinstance(value, int | float):
+            print(f"  {key}: {value:.4f}")

@@ -177,14 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads < 1:
             parser.error("--threads must be at least 1")
         torch.set_num_threads(args.threads)
-    from core.cli import run_cli
+    from core.cli import report, run_cli
 
     def job():
         settings = settings_for(args.preset, args.overrides)
         _, metrics = train_decoder(settings, args.shards, args.out, val_shards_dir=args.val_shards)
-        print(f"decoder written to {Path(args.out) / 'model'}")
-        for k, v in sorted(metrics.items()):
-            print(f"  {k}: {v:.4f}")
+        report("decoder", Path(args.out) / "model", metrics)
     return run_cli(job)
 
 

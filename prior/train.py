@@ -172,14 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. train.steps=500 or prior.layers=6 (repeatable)")
     args = parser.parse_args(argv)
-    from core.cli import run_cli
+    from core.cli import report, run_cli
 
     def job():
         settings = settings_for(args.preset, args.overrides)
         folder, metrics = train_prior(settings, args.shards, args.out, val_shards_dir=args.val_shards)
-        print(f"prior written to {folder}")
-        for k, v in sorted(metrics.items()):
-            print(f"  {k}: {v:.4f}")
+        report("prior", folder, metrics)
     return run_cli(job)
 
 
