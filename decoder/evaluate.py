@@ -4,6 +4,8 @@
   images (`_real`, as stored; `_real_lowres`, at the decoder's resolution: the ceiling it can reach);
 - zeroshot_<attribute>: zero-shot accuracy of CLIP on the decoded images (shapes captions only),
   beside zeroshot_real_<attribute> for the real images;
+- render_match_<attribute>: a CLIP-free check on shapes: the decoded image is closest (MSE) to the
+  rendering of its caption among renderings with that one attribute changed (`_real`: real images);
 - inversion_psnr: DDIM inversion then η = 0 DDIM decoding of real images, in dB;
 - sample_grid: real images (top rows) above their decodings (bottom rows).
 """
@@ -20,8 +22,8 @@ from PIL import Image
 
 from clip.encoder import ClipEncoder
 from clip.zeroshot import attribute_accuracy
-from data.shapes import parse_caption
-from data.transforms import to_pil
+from data.shapes import ATTRIBUTE_VALUES, ATTRIBUTES, ShapeAttributes, parse_caption, render
+from data.transforms import to_pil, to_tensor
 from decoder.config import DecoderEvalConfig
 from decoder.model import Decoder
 from decoder.sample import Caption, decode, invert
@@ -61,6 +63,8 @@ def evaluate_decoder(decoder: Decoder, val: dict[str, torch.Tensor], real_images
     for suffix, emb in embeds.items():
         metrics[f"clip_consistency{suffix}"] = float(F.cosine_similarity(emb, target.cpu(), dim=-1).mean())
     metrics.update(zeroshot_metrics(embeds, captions[:n], encoder))
+    for suffix, images in (("", decoded.cpu()), ("_real", to_signed(val["images"][rows]))):
+        metrics.update({f"render_match{suffix}_{k}": v for k, v in render_match(images, captions[:n]).items()})
     metrics.update(inversion_metrics(decoder, val, min(cfg.invert_size, n), cfg.invert_steps))
     if cfg.grid:
         metrics["sample_grid"] = sample_grid(to_signed(val["images"][: cfg.grid]), decoded[: cfg.grid])
@@ -83,6 +87,34 @@ def zeroshot_metrics(embeds: dict[str, torch.Tensor], captions: Sequence[str], e
         accuracy = attribute_accuracy(emb[keep], attrs, embed_text)
         out.update({f"zeroshot{suffix}_{k}": v for k, v in accuracy.items()})
         out[f"zeroshot{suffix}_min"] = min(accuracy.values())
+    return out
+
+
+def render_match(images: torch.Tensor, captions: Sequence[str]) -> dict[str, float]:
+    """Per attribute, the share of images (in [-1, 1]) nearer to their caption's rendering than to every
+    rendering with that attribute changed (no jitter); captions that do not parse are left out."""
+    size, cache = images.shape[-1], {}
+
+    def rendering(attrs: ShapeAttributes) -> torch.Tensor:
+        if attrs not in cache:
+            cache[attrs] = to_tensor(render(attrs, size), size)
+        return cache[attrs]
+
+    hits, count = dict.fromkeys(ATTRIBUTES, 0), 0
+    for image, caption in zip(images, captions):
+        attrs = parse_caption(caption)
+        if attrs is None:
+            continue
+        count += 1
+        for name in ATTRIBUTES:
+            clash = {"color": attrs.background, "background": attrs.color}.get(name)
+            values = [v for v in ATTRIBUTE_VALUES[name] if v != clash]
+            errors = [float((rendering(attrs.replace(**{name: v})) - image).pow(2).mean()) for v in values]
+            hits[name] += values[errors.index(min(errors))] == getattr(attrs, name)
+    if not count:
+        return {}
+    out = {k: v / count for k, v in hits.items()}
+    out["min"] = min(out.values())
     return out
 
 

@@ -33,7 +33,7 @@ def build_unet(cfg: DecoderConfig, context_dim: int) -> UNet2DConditionModel:
     up = tuple("SimpleCrossAttnUpBlock2D" if a else plain_up for a in reversed(attention))
     return UNet2DConditionModel(
         sample_size=cfg.image_size,
-        in_channels=3,
+        in_channels=5 if cfg.coord_channels else 3,
         out_channels=3,  # fixed variance: no learned-variance channels
         down_block_types=down,
         up_block_types=up,
@@ -77,6 +77,8 @@ class Decoder(nn.Module):
         self.unet = build_unet(cfg, cfg.unet.context_dim)
         self.text_proj = build_text_proj(cfg, time_embed_dim=cfg.unet.block_channels[0] * 4)
         self.embed_scale = math.sqrt(cfg.embed_dim) if cfg.scale_embeds else 1.0
+        side = torch.linspace(-1, 1, cfg.image_size)
+        self.register_buffer("coords", torch.stack(torch.meshgrid(side, side, indexing="xy"))[None], persistent=False)
 
     @property
     def null_image_embed(self) -> Tensor:
@@ -108,6 +110,8 @@ class Decoder(nn.Module):
         context, time_embeds, mask = self.condition(image_embeds, text_embeds, text_tokens, text_mask)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
+        if self.cfg.coord_channels:
+            x = torch.cat([x, self.coords.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
         return self.unet(x, t, encoder_hidden_states=context, class_labels=time_embeds,
                          attention_mask=mask, return_dict=False)[0]
 

@@ -138,3 +138,12 @@ def test_guidance_dropout_rates_are_independent(p_image, p_text):
     assert abs(drop_image.float().mean() - p_image) < 0.03
     assert abs(drop_text.float().mean() - p_text) < 0.03
     assert abs((drop_image & drop_text).float().mean() - p_image * p_text) < 0.03
+
+
+def test_coordinate_channels_are_an_input_not_a_weight():
+    decoder = tiny_decoder(coord_channels=True)
+    x, t, cond = inputs()
+    assert decoder.unet.conv_in.in_channels == 5 and decoder(x, t, **cond).shape == x.shape
+    assert "coords" not in decoder.state_dict()
+    assert torch.equal(decoder.coords[0, 0, 0], torch.linspace(-1, 1, SIZE))  # x grows to the right
+    assert torch.equal(decoder.coords[0, 1, :, 0], torch.linspace(-1, 1, SIZE))  # y grows downwards
