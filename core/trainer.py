@@ -11,6 +11,7 @@ arguments. A run killed and resumed therefore replays the same numbers bit for b
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -28,6 +29,8 @@ from core.config import Config
 from core.ema import EMA
 from core.errors import UnclipError
 from core.train_state import find_latest, load_checkpoint, save_checkpoint
+
+log = logging.getLogger("core.trainer")
 
 
 class TrainConfig(Config):
@@ -149,10 +152,7 @@ def fit(
 
     torch.manual_seed(cfg.seed)
     ema = EMA(model, cfg.ema_decay)
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
-    )
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     step, epoch, offset, losses, window = 0, 0, 0, [], []
     latest = find_latest(run_dir)
     if latest is not None:
@@ -217,6 +217,14 @@ def _train_step(model, optimizer, loss_fn, stream, cfg, acc, step, rank) -> tupl
     return total, grad_norm
 
 
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only: gains, biases and scalars such as CLIP's logit scale stay undecayed
+    (as in open_clip and GPT training); decaying a temperature or a norm gain only fights the loss."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+
 def _check_finite(value: torch.Tensor, acc: Accelerator, step: int, what: str) -> None:
     bad = torch.tensor([0.0 if torch.isfinite(value).all() else 1.0], device=acc.device)
     if acc.num_processes > 1:
@@ -232,8 +240,9 @@ def _run_eval(evaluate: EvalFn, ema_model: torch.nn.Module, step: int, acc: Acce
     if acc.is_main_process:
         ema_model.eval()
         results = evaluate(ema_model, step)
+        numbers = {k: round(float(v), 4) for k, v in results.items() if isinstance(v, int | float)}
+        log.info("step %d eval: %s", step, numbers)
         if tracker is not None:
-            numbers = {k: float(v) for k, v in results.items() if isinstance(v, int | float)}
             tracker.log_metrics(numbers, step)
             for name, value in results.items():
                 if hasattr(value, "save") and not isinstance(value, int | float):

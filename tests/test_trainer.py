@@ -10,7 +10,7 @@ import torch
 from core.checkpoint import load_weights
 from core.errors import CheckpointError
 from core.train_state import find_latest
-from core.trainer import NonFiniteLossError, TrainConfig, fit, lr_factor
+from core.trainer import NonFiniteLossError, TrainConfig, fit, lr_factor, param_groups
 
 
 class Tiny(torch.nn.Module):
@@ -158,3 +158,19 @@ def test_logged_loss_is_the_mean_of_its_window_only(tmp_path):
     # while a running mean since step 0 would make later entries equal to the overall mean
     assert result.losses[0][1] != pytest.approx(sum(v for _, v in result.losses) / 4, rel=1e-6)
     assert min(direct) * 0.5 < result.losses[1][1] < max(direct) * 1.5
+
+
+def test_weight_decay_spares_biases_and_gains():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8))
+    model.logit_scale = torch.nn.Parameter(torch.tensor(2.0))
+    decayed, spared = param_groups(model, 0.1)
+    assert decayed["weight_decay"] == 0.1 and spared["weight_decay"] == 0.0
+    assert [p.shape for p in decayed["params"]] == [(8, 4)]
+    assert len(spared["params"]) == 4  # linear bias, norm weight and bias, logit scale
+    optimizer = torch.optim.AdamW([decayed, spared], lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # zero gradients: only decoupled decay can move a parameter
+    optimizer.step()
+    moved = [not torch.equal(p, b) for p, b in zip(model.parameters(), before)]
+    assert moved == [p.ndim >= 2 for p in model.parameters()]
