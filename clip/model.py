@@ -11,7 +11,7 @@ from core.config import Config, pick_preset
 
 
 class ClipModelConfig(Config):
-    """An open_clip ViT CLIP; `open_clip_config()` is the JSON open_clip itself reads."""
+    """An open_clip CLIP with a ViT or a ResNet image tower; `open_clip_config()` is the JSON open_clip reads."""
 
     embed_dim: int = Field(128, gt=0)
     image_size: int = Field(64, ge=16)
@@ -19,6 +19,9 @@ class ClipModelConfig(Config):
     vision_width: int = Field(128, gt=0)
     vision_layers: int = Field(4, gt=0)
     vision_heads: int = Field(4, gt=0)
+    # set: the image tower is open_clip's ModifiedResNet (CLIP RN50's design: conv stem, bottleneck stages
+    # with these depths, width `vision_width`, attention pooling with `vision_heads` heads) instead of a ViT
+    resnet_layers: tuple[int, int, int, int] | None = None
     # fixed 2-D sin-cos position embeddings tell the image tower where things are from step one;
     # learned ones start near zero, and small CLIPs then learned position last (chance after 25k pairs)
     pos_embed: Literal["learnable", "sin_cos_2d"] = "sin_cos_2d"
@@ -30,24 +33,32 @@ class ClipModelConfig(Config):
 
     @model_validator(mode="after")
     def _divisible(self) -> ClipModelConfig:
-        if self.image_size % self.patch_size:
+        if self.resnet_layers is not None:
+            if self.image_size % 32:
+                raise ValueError(f"a ResNet image tower needs image_size a multiple of 32, got {self.image_size}")
+            if (self.vision_width * 32) % self.vision_heads:
+                raise ValueError(f"ResNet output width {self.vision_width * 32} is not divisible by vision_heads {self.vision_heads}")
+        elif self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
-        for width, heads, what in ((self.vision_width, self.vision_heads, "vision"), (self.text_width, self.text_heads, "text")):
+        towers = [(self.text_width, self.text_heads, "text")]
+        if self.resnet_layers is None:
+            towers.append((self.vision_width, self.vision_heads, "vision"))
+        for width, heads, what in towers:
             if width % heads:
                 raise ValueError(f"{what}_width {width} is not divisible by {what}_heads {heads}")
         return self
 
     def open_clip_config(self) -> dict[str, Any]:
+        if self.resnet_layers is not None:
+            vision = {"image_size": self.image_size, "layers": list(self.resnet_layers), "width": self.vision_width,
+                      "head_width": self.vision_width * 32 // self.vision_heads}
+        else:
+            vision = {"image_size": self.image_size, "patch_size": self.patch_size, "width": self.vision_width,
+                      "layers": self.vision_layers, "head_width": self.vision_width // self.vision_heads,
+                      "pos_embed_type": self.pos_embed}
         return {
             "embed_dim": self.embed_dim,
-            "vision_cfg": {
-                "image_size": self.image_size,
-                "patch_size": self.patch_size,
-                "width": self.vision_width,
-                "layers": self.vision_layers,
-                "head_width": self.vision_width // self.vision_heads,
-                "pos_embed_type": self.pos_embed,
-            },
+            "vision_cfg": vision,
             "text_cfg": {
                 "context_length": self.context_length,
                 "vocab_size": self.vocab_size,

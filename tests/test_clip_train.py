@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from clip.encoder import load_encoder
@@ -18,6 +19,25 @@ def test_smoke_training_writes_a_loadable_clip(tmp_path):
     encoder = load_encoder(spec)
     text = encoder.encode_text(["a small red circle in the center on a blue background"])
     assert text.embeds.shape == (1, spec.embed_dim)
+
+
+def test_resnet_image_tower_trains_saves_and_reloads(tmp_path):
+    settings = settings_for("smoke", ["train.steps=2", "data.num_examples=80", "data.val_size=10", "eval_size=10",
+                                      "model.resnet_layers=[1,1,1,1]", "model.vision_width=8", "model.vision_heads=4"])
+    spec, _ = train_clip(settings, tmp_path)
+    encoder = load_encoder(spec)
+    assert type(encoder.backend.model.visual).__name__ == "ModifiedResNet"
+    pixels = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.allclose(encoder.encode_pixels(pixels).norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.resnet_layers=[1,1,1,1]", "model.image_size=48"], "multiple of 32"),
+    (["model.resnet_layers=[1,1,1,1]", "model.vision_width=8", "model.vision_heads=3"], "not divisible"),
+])
+def test_resnet_tower_settings_are_checked(overrides, message):
+    with pytest.raises(Exception, match=message):
+        settings_for("smoke", overrides)
 
 
 def test_zero_shot_scorer_counts_the_true_value():
