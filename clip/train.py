@@ -43,11 +43,15 @@ PRESETS: dict[str, ClipTrainSettings] = {
         data=DatasetConfig(num_examples=600, val_size=100, image_size=32),
         eval_size=100,
     ),
+    # 800 steps with half of each batch in caption-neighbour groups: the last attribute, shape, reached
+    # 0.96 at 600 steps with them against 0.91 without. Canonical captions only: paraphrases slowed
+    # learning (position 0.38 vs 0.28 at 400 steps with the ViT); set data.paraphrase=true to train on them.
     "demo": ClipTrainSettings(
         model=model_preset("demo"),
-        train=TrainConfig(steps=600, batch_size=128, lr=1e-3, weight_decay=0.1, warmup_steps=50,
+        train=TrainConfig(steps=800, batch_size=128, lr=1e-3, weight_decay=0.1, warmup_steps=50,
                           min_lr_ratio=0.05, ema_decay=0.98, log_every=25),
-        data=DatasetConfig(num_examples=21000, val_size=1000, image_size=64, paraphrase=True),
+        data=DatasetConfig(num_examples=21000, val_size=1000, image_size=64, paraphrase=False),
+        hard_fraction=0.5,
     ),
     "base": ClipTrainSettings(
         model=model_preset("base"),

@@ -24,23 +24,30 @@ def embed_captions(captions: Sequence[str], embed_text: EmbedText, batch_size: i
     return {caption: table[i] for i, caption in enumerate(unique)}
 
 
-def attribute_accuracy(
+def predict_attributes(
     image_embeds: torch.Tensor, attrs: Sequence[ShapeAttributes], embed_text: EmbedText
-) -> dict[str, float]:
-    """Per-attribute zero-shot accuracy of L2-normalised image embeddings [N, D]."""
+) -> list[dict[str, str]]:
+    """Per image, each attribute's zero-shot reading: the value whose caption (the image's caption with
+    that attribute set to it) scores highest against the L2-normalised embedding [N, D]."""
     if len(image_embeds) != len(attrs):
         raise ValueError(f"{len(image_embeds)} embeddings for {len(attrs)} attribute sets")
     candidates = {a: [candidate_captions(x, a) for x in attrs] for a in ATTRIBUTES}
     table = embed_captions([c for per in candidates.values() for cands in per for c in cands], embed_text)
     image_embeds = image_embeds.float().cpu()
-    accuracy = {}
+    readings = [{} for _ in attrs]
     for attribute in ATTRIBUTES:
-        hits = 0
-        for emb, x, cands in zip(image_embeds, attrs, candidates[attribute]):
+        for reading, emb, cands in zip(readings, image_embeds, candidates[attribute]):
             scores = torch.stack([table[c] for c in cands]) @ emb
-            hits += ATTRIBUTE_VALUES[attribute][int(scores.argmax())] == getattr(x, attribute)
-        accuracy[attribute] = hits / len(attrs)
-    return accuracy
+            reading[attribute] = ATTRIBUTE_VALUES[attribute][int(scores.argmax())]
+    return readings
+
+
+def attribute_accuracy(
+    image_embeds: torch.Tensor, attrs: Sequence[ShapeAttributes], embed_text: EmbedText
+) -> dict[str, float]:
+    """Per-attribute zero-shot accuracy of L2-normalised image embeddings [N, D]."""
+    readings = predict_attributes(image_embeds, attrs, embed_text)
+    return {a: sum(r[a] == getattr(x, a) for r, x in zip(readings, attrs)) / len(attrs) for a in ATTRIBUTES}
 
 
 def retrieval_top1(image_embeds: torch.Tensor, captions: Sequence[str], embed_text: EmbedText) -> float:

@@ -1,0 +1,114 @@
+"""Manipulations on held-out shapes images: variation and interpolation round trips, text diffs.
+
+    python bench/bench_manipulations.py                           # the registered champions, 16 images
+    python bench/bench_manipulations.py --models runs/models --images 32 --json manip.json
+    python bench/bench_manipulations.py --tiny --images 2         # smoke run on tiny random models
+
+- variations: DDIM-invert each image with its CLIP embedding, decode with η = 0: PSNR to the image;
+- interpolation (noise="slerp"): PSNR of both end frames to their images;
+- text diffs "a … red <shape> …" → "a … blue <shape> …" (images whose object is red, background not
+  blue): per θ, the share whose colour the project's CLIP now reads as blue, the share that keep the
+  true shape, position and background, and the share that do both.
+Round trips are scored at the decoder's resolution (the latent they invert); text diffs at
+--output-size (default: the decoder's too; the upsamplers add time, not attributes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_pipeline import load  # noqa: E402
+from clip.zeroshot import predict_attributes  # noqa: E402
+from data import DatasetConfig, open_dataset  # noqa: E402
+from data.shapes import canonical_caption  # noqa: E402
+from decoder.evaluate import psnr  # noqa: E402
+from unclip.images import images_to_tensor  # noqa: E402
+
+KEPT = ("shape", "position", "background")
+
+
+def held_out(count: int, colour: str | None = None, avoid_background: str | None = None):
+    """(image, attributes) pairs from the shapes validation stream (never trained on)."""
+    val = open_dataset(DatasetConfig(num_examples=5000, val_size=4000, image_size=64), "val")
+    out = []
+    for i in range(len(val)):
+        attrs = val.attributes(i)
+        if (colour is None or attrs.color == colour) and attrs.background != avoid_background:
+            out.append((val[i].image, attrs))
+            if len(out) == count:
+                break
+    return out
+
+
+def round_trips(pipe, pairs, steps: int) -> dict[str, float]:
+    size = pipe.info.sizes["decoder"]
+    plan_kw = {"steps": {"decoder": steps}, "output_size": size}
+    recon, ends = [], []
+    for image, _ in pairs:
+        (out,) = pipe.variations(image, n=1, eta=0.0, **plan_kw)
+        recon.append(float(psnr(images_to_tensor([out], size), images_to_tensor([image], size))))
+    for (a, _), (b, _) in zip(pairs[0::2], pairs[1::2]):
+        frames = pipe.interpolate(a, b, steps=2, noise="slerp", sample_steps={"decoder": steps}, output_size=size)
+        ends += [float(v) for v in psnr(images_to_tensor(frames, size), images_to_tensor([a, b], size))]
+    return {"variation_eta0_psnr_mean": statistics.mean(recon), "variation_eta0_psnr_min": min(recon),
+            "interpolation_end_psnr_mean": statistics.mean(ends), "interpolation_end_psnr_min": min(ends)}
+
+
+def text_diffs(pipe, pairs, thetas: list[float], output_size: int | None, steps: int) -> dict[str, float]:
+    encoder = pipe.encoder
+    frames, targets = [], []
+    for image, attrs in pairs:
+        target = attrs.replace(color="blue")
+        frames += pipe.text_diff(image, canonical_caption(attrs), canonical_caption(target), thetas,
+                                 steps={"decoder": steps}, output_size=output_size)
+        targets += [target] * len(thetas)
+    readings = predict_attributes(encoder.encode_image(frames), targets, lambda c: encoder.encode_text(c).embeds)
+    out = {}
+    for k, theta in enumerate(thetas):
+        rows = list(zip(readings, targets))[k::len(thetas)]
+        moved = [r["color"] == "blue" for r, _ in rows]
+        kept = [all(r[a] == getattr(t, a) for a in KEPT) for r, t in rows]
+        out[f"theta={theta:g}/colour_moved"] = sum(moved) / len(rows)
+        out[f"theta={theta:g}/others_kept"] = sum(kept) / len(rows)
+        out[f"theta={theta:g}/both"] = sum(m and k for m, k in zip(moved, kept)) / len(rows)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="registry", help="'registry' or a folder with clip/ prior/ decoder/ ...")
+    parser.add_argument("--ref", default="champion", help="registry alias (default: champion)")
+    parser.add_argument("--tiny", action="store_true", help="tiny random models instead (a smoke run)")
+    parser.add_argument("--images", type=int, default=16, help="held-out images per measurement (default: 16)")
+    parser.add_argument("--steps", type=int, default=50, help="decoder DDIM steps (default: 50)")
+    parser.add_argument("--thetas", default="0.25,0.5,0.75", help="text-diff θ values (default: 0.25,0.5,0.75)")
+    parser.add_argument("--output-size", type=int, default=None, help="text-diff output side (default: decoder's)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    args.compile = False
+    pipe = load(args)
+    pipe.progress = False
+    thetas = [float(t) for t in args.thetas.split(",")]
+    result = round_trips(pipe, held_out(args.images), args.steps)
+    red = held_out(args.images, colour="red", avoid_background="blue")
+    result.update(text_diffs(pipe, red, thetas, args.output_size or pipe.info.sizes["decoder"], args.steps))
+    result = {"images": args.images, "decoder_steps": args.steps, "models": pipe.models(), **result}
+    for key, value in result.items():
+        print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
