@@ -4,14 +4,16 @@
 
 Figures (LAION's prior evaluation plus retrieval): mean cos(pred, true image); cos(pred, text)
 beside cos(true image, text); cos(pred, image of a shuffled caption); top-1 retrieval of the true
-image embedding among the N held-out ones; x0 validation loss; on shapes captions, zero-shot
-attribute accuracy of the predicted embeddings (and of the true image embeddings, CLIP's ceiling).
+image embedding among the N held-out ones, beside its ceiling (a caption that k images share leaves
+1/k); x0 validation loss; on shapes captions, zero-shot attribute accuracy of the predicted
+embeddings (and of the true image embeddings, CLIP's ceiling).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -96,6 +98,13 @@ def cached(embed_text: EmbedText) -> EmbedText:
     return embed
 
 
+def retrieval_ceiling(captions: Sequence[str]) -> float:
+    """The best expected top-1 retrieval from captions alone: a pair whose caption k held-out images
+    share is found with chance 1/k at most (when the CLIP is good, the text baseline sits near it)."""
+    counts = Counter(captions)
+    return sum(1 / counts[c] for c in captions) / len(captions)
+
+
 def zeroshot_metrics(embeds: Mapping[str, Tensor], captions: Sequence[str], embed_text: EmbedText) -> dict[str, float]:
     """Per-attribute zero-shot accuracy of each named set of embeddings, over the shapes captions
     that parse (none parse: {})."""
@@ -142,6 +151,7 @@ def evaluate_prior(prior: DiffusionPrior, held: HeldOut, cfg: PriorEvalConfig,
     pred = sample_prior(prior, held, range(cfg.seed, cfg.seed + len(held.captions)), steps=cfg.steps,
                         sampler=cfg.sampler, guidance=cfg.guidance, best_of=cfg.best_of).cpu()
     metrics = embedding_metrics(pred, held.image_embeds, held.text_embeds, cfg.seed)
+    metrics["retrieval_top1_ceiling"] = retrieval_ceiling(held.captions)
     metrics["val_loss"] = validation_loss(prior, held, cfg.seed)
     if embed_text is not None and cfg.zeroshot:
         named = {"": pred, "image_": held.image_embeds, "baseline_": held.text_embeds}

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import ConfigError
-from prior.evaluate import derangement, embedding_metrics
+from prior.evaluate import derangement, embedding_metrics, retrieval_ceiling
 from prior.sample import candidate_seeds, pick_best, sample_prior
 from prior.testing import DIM, fake_text, tiny_prior
 
@@ -101,3 +101,8 @@ def test_embedding_metrics_on_known_cases():
     assert perfect["baseline_retrieval_top1"] < 1.0
     d = derangement(50)
     assert sorted(d.tolist()) == list(range(50)) and not (d == torch.arange(50)).any()
+
+
+def test_retrieval_ceiling_counts_shared_captions():
+    assert retrieval_ceiling(["a", "b", "c"]) == 1.0
+    assert retrieval_ceiling(["a", "a", "b", "c"]) == pytest.approx((0.5 + 0.5 + 1 + 1) / 4)
