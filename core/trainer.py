@@ -240,8 +240,8 @@ def _run_eval(evaluate: EvalFn, ema_model: torch.nn.Module, step: int, acc: Acce
     if acc.is_main_process:
         ema_model.eval()
         results = evaluate(ema_model, step)
-        numbers = {k: round(float(v), 4) for k, v in results.items() if isinstance(v, int | float)}
-        log.info("step %d eval: %s", step, numbers)
+        numbers = {k: float(v) for k, v in results.items() if isinstance(v, int | float)}
+        log.info("step %d eval: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in numbers.items()))
         if tracker is not None:
             tracker.log_metrics(numbers, step)
             for name, value in results.items():
