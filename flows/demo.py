@@ -53,20 +53,33 @@ def score_images(paths: list[str], prompts: list[str], images_per_prompt: int) -
 @flow(name="unclip-demo", log_prints=True)
 def demo_flow(preset: str = "demo", workdir: str = "runs", out: str = "outputs", prompts: int = 8,
               images_per_prompt: int = 4, overrides: list[str] | None = None) -> dict:
+    from core.errors import ConfigError
+    from flows.presets import cascade_settings
+
+    if prompts < 2 or images_per_prompt < 1:
+        raise ConfigError(f"the demo needs at least 2 prompts (an interpolation joins two of their images) and 1 image "
+                          f"per prompt, got {prompts} and {images_per_prompt}")
     timings: dict[str, float] = {}
     start = time.perf_counter()
     results = train_cascade(preset, overrides or [], workdir)
     timings["train"] = time.perf_counter() - start
+    # The CLIP judges at its own small resolution, so the scored images and the manipulations stop
+    # after the first upsampler; a few prompts go through the whole cascade to show its output.
+    size = cascade_settings(preset, overrides or []).upsampler1.upsampler.high_res
     chosen = held_out_prompts(preset, prompts)
     t = time.perf_counter()
-    paths, _ = generate_flow(chosen, num_images=images_per_prompt, out=f"{out}/generate", progress=False)
+    paths, _ = generate_flow(chosen, num_images=images_per_prompt, output_size=size, out=f"{out}/generate",
+                             progress=False)
+    full_paths, _ = generate_flow(chosen[:2], num_images=2, out=f"{out}/full_resolution", progress=False)
     timings["generate"] = time.perf_counter() - t
     accuracy = score_images(paths[:-1], chosen, images_per_prompt)
     t = time.perf_counter()
     first, second = paths[0], paths[images_per_prompt]
-    var_paths, _ = variations_flow(first, num_images=4, out=f"{out}/variations", progress=False)
-    int_paths, _ = interpolate_flow(first, second, frames=5, out=f"{out}/interpolate", progress=False)
-    diff_paths, _ = text_diff_flow(first, chosen[0], recolour(chosen[0]), out=f"{out}/text_diff", progress=False)
+    var_paths, _ = variations_flow(first, num_images=4, output_size=size, out=f"{out}/variations", progress=False)
+    int_paths, _ = interpolate_flow(first, second, frames=5, output_size=size, out=f"{out}/interpolate",
+                                    progress=False)
+    diff_paths, _ = text_diff_flow(first, chosen[0], recolour(chosen[0]), output_size=size, out=f"{out}/text_diff",
+                                   progress=False)
     timings["manipulations"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     summary = {
@@ -75,8 +88,8 @@ def demo_flow(preset: str = "demo", workdir: str = "runs", out: str = "outputs",
         "stage_metrics": {k: r.metrics for k, r in results.items()},
         "attribute_accuracy": accuracy,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
-        "grids": {"generate": paths[-1], "variations": var_paths[-1], "interpolate": int_paths[-1],
-                  "text_diff": diff_paths[-1]},
+        "grids": {"full_resolution": full_paths[-1], "generate": paths[-1], "variations": var_paths[-1],
+                  "interpolate": int_paths[-1], "text_diff": diff_paths[-1]},
     }
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "demo_summary.json").write_text(json.dumps(summary, indent=2))

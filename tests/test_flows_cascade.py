@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -84,3 +86,30 @@ def test_pipeline_pyfunc_loads_and_predicts(cascade):
                                       "seed": [1], "steps": ["prior=2,decoder=2,upsampler1=2,upsampler2=2"]}))
     image = Image.open(io.BytesIO(base64.b64decode(out["image_png_base64"][0])))
     assert image.format == "PNG" and image.size[0] >= 16
+
+
+def test_demo_scores_generates_and_manipulates(harness, cascade):
+    from flows.demo import demo_flow
+    from flows.presets import cascade_settings
+
+    out = harness / "demo-out"
+    summary = demo_flow("smoke", str(harness), str(out), prompts=2, images_per_prompt=2, overrides=TINY)
+    assert all(model.endswith("(reused)") for model in summary["models"].values())  # trained above
+    assert set(summary["attribute_accuracy"]) == {"color", "shape", "size", "position", "background", "min"}
+    assert all(0 <= v <= 1 for v in summary["attribute_accuracy"].values())
+    assert set(summary["timings_s"]) == {"train", "generate", "manipulations", "total"}
+    sizes = cascade_settings("smoke", TINY)
+    with Image.open(out / "generate" / "generate-000.png") as scored, \
+            Image.open(out / "full_resolution" / "generate-000.png") as full:
+        assert scored.size == (sizes.upsampler1.upsampler.high_res,) * 2
+        assert full.size == (sizes.upsampler2.upsampler.high_res,) * 2
+    assert all(Path(grid).is_file() for grid in summary["grids"].values())
+    assert json.loads((out / "demo_summary.json").read_text())["attribute_accuracy"] == summary["attribute_accuracy"]
+
+
+def test_demo_refuses_too_few_prompts(harness):
+    from core.errors import ConfigError
+    from flows.demo import demo_flow
+
+    with pytest.raises(ConfigError, match="at least 2 prompts"):
+        demo_flow.fn("smoke", str(harness), str(harness / "x"), prompts=1)
