@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from core.config import Config
 from core.ema import EMA
-from core.errors import UnclipError
+from core.errors import ConfigError, UnclipError
 from core.train_state import find_latest, load_checkpoint, save_checkpoint
 
 log = logging.getLogger("core.trainer")
@@ -215,6 +215,25 @@ def _train_step(model, optimizer, loss_fn, stream, cfg, acc, step, rank) -> tupl
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return total, grad_norm
+
+
+def tensor_batches(data: dict[str, torch.Tensor], batch_size: int, seed: int) -> Batches:
+    """Shuffled full batches of in-memory tensors (one row per example), a fresh order each epoch; a pure
+    function of (epoch, rank, world), as exact resume needs. Each process takes every world-th example."""
+    counts = {len(v) for v in data.values()}
+    if len(counts) != 1:
+        raise ConfigError(f"the training tensors disagree in length: { {k: len(v) for k, v in data.items()} }")
+    (count,) = counts
+    if count < batch_size:
+        raise ConfigError(f"{count} training examples are fewer than one batch of {batch_size}")
+
+    def batches(epoch: int, rank: int, world: int):
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+        mine = order[rank::world]
+        for i in range(0, len(mine) - batch_size + 1, batch_size):
+            idx = mine[i:i + batch_size]
+            yield {k: v[idx] for k, v in data.items()}
+    return batches
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:

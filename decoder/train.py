@@ -22,6 +22,7 @@ from core.checkpoint import write_json
 from core.diffusion import training_scheduler, training_target
 from core.errors import ConfigError
 from core.trainer import Tracker, fit, make_accelerator
+from core.trainer import tensor_batches as make_batches
 from decoder.config import DecoderSettings, settings_for
 from decoder.io import save_decoder
 from decoder.model import CONDITIONS, Decoder
@@ -56,20 +57,6 @@ def load_split(folder: str | Path, size: int) -> tuple[EmbeddingShards, dict[str
     stored = data["images"]
     data["images"] = resize_images(stored, size)
     return shards, data, stored
-
-
-def make_batches(data: dict[str, torch.Tensor], batch_size: int, seed: int):
-    count = data["images"].shape[0]
-    if count < batch_size:
-        raise ConfigError(f"{count} training examples are fewer than one batch of {batch_size}")
-
-    def batches(epoch: int, rank: int, world: int):
-        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-        mine = order[rank::world]
-        for i in range(0, len(mine) - batch_size + 1, batch_size):
-            idx = mine[i:i + batch_size]
-            yield {k: v[idx] for k, v in data.items()}
-    return batches
 
 
 def snr_weights(scheduler, t: torch.Tensor, gamma: float | None) -> torch.Tensor | None:

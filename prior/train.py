@@ -19,6 +19,7 @@ from core.config import Config, apply_overrides, pick_preset
 from core.diffusion import NoiseConfig, training_scheduler, training_target
 from core.errors import ConfigError, UnclipError
 from core.trainer import Tracker, TrainConfig, fit, make_accelerator
+from core.trainer import tensor_batches as make_batches
 from prior.config import PRIOR_PRESETS, PriorConfig, PriorEvalConfig
 from prior.evaluate import HeldOut, clip_text_embedder, evaluate_prior
 from prior.io import save_prior
@@ -66,19 +67,6 @@ PRESETS: dict[str, PriorTrainSettings] = {
 
 def settings_for(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> PriorTrainSettings:
     return apply_overrides(pick_preset(PRESETS, preset, "prior training"), overrides)
-
-
-def make_batches(data: dict[str, torch.Tensor], batch_size: int, seed: int):
-    """Shuffled full batches per epoch; a pure function of (epoch, rank, world)."""
-    count = len(data["x0"])
-
-    def batches(epoch: int, rank: int, world: int):
-        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-        mine = order[rank::world]
-        for i in range(0, len(mine) - batch_size + 1, batch_size):
-            idx = mine[i:i + batch_size]
-            yield {k: v[idx] for k, v in data.items()}
-    return batches
 
 
 def make_loss(noise: NoiseConfig, cond_drop: float):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from core.checkpoint import load_weights
-from core.errors import CheckpointError
+from core.errors import CheckpointError, ConfigError
 from core.train_state import find_latest
-from core.trainer import NonFiniteLossError, TrainConfig, fit, lr_factor, param_groups
+from core.trainer import NonFiniteLossError, TrainConfig, fit, lr_factor, param_groups, tensor_batches
 
 
 class Tiny(torch.nn.Module):
@@ -174,3 +174,17 @@ def test_weight_decay_spares_biases_and_gains():
     optimizer.step()
     moved = [not torch.equal(p, b) for p, b in zip(model.parameters(), before)]
     assert moved == [p.ndim >= 2 for p in model.parameters()]
+
+
+def test_tensor_batches_split_ranks_and_check_lengths():
+    data = {"x": torch.arange(10), "y": torch.arange(10) * 2}
+    batches = tensor_batches(data, batch_size=2, seed=0)
+    ranks = [[b for b in batches(epoch=1, rank=r, world=2)] for r in range(2)]
+    seen = [int(v) for rank in ranks for b in rank for v in b["x"]]
+    assert len(seen) == len(set(seen)) == 8  # two ranks, 5 examples each, full batches only
+    assert all(torch.equal(b["y"], b["x"] * 2) for rank in ranks for b in rank)
+    assert [b["x"].tolist() for b in batches(1, 0, 2)] == [b["x"].tolist() for b in ranks[0]]  # pure
+    with pytest.raises(ConfigError, match="disagree"):
+        tensor_batches({"x": torch.zeros(4), "y": torch.zeros(5)}, 2, 0)
+    with pytest.raises(ConfigError, match="fewer than one batch"):
+        tensor_batches(data, 16, 0)
