@@ -26,12 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from clip.encoder import load_encoder  # noqa: E402
+from core.trainer import tensor_batches  # noqa: E402
 from decoder.config import settings_for  # noqa: E402
 from decoder.evaluate import evaluate_decoder  # noqa: E402
 from decoder.io import load_decoder  # noqa: E402
 from decoder.model import CONDITIONS, Decoder  # noqa: E402
 from decoder.sample import Caption, decode  # noqa: E402
-from decoder.train import load_split, make_batches, make_loss, train_decoder  # noqa: E402
+from decoder.train import load_split, make_loss, train_decoder  # noqa: E402
 
 
 def train(args, settings) -> float:
@@ -60,7 +61,7 @@ def throughput(args, settings, data) -> dict:
     """Training images/s of a fresh demo decoder, fp32 against bf16 autocast, interleaved rounds."""
     cfg = settings.decoder.for_clip(data["image_embeds"].shape[1], data["text_tokens"].shape[2])
     loss_fn = make_loss(settings)
-    batch = next(iter(make_batches(data, settings.train.batch_size, 0)(0, 0, 1)))
+    batch = next(iter(tensor_batches(data, settings.train.batch_size, 0)(0, 0, 1)))
     variants = {p: Decoder(cfg).train() for p in args.precisions}
     optims = {p: torch.optim.AdamW(m.parameters(), lr=1e-4) for p, m in variants.items()}
     if settings.channels_last:

@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 
 from clip.shards import EmbeddingShards
+from core.trainer import tensor_batches
 from prior.evaluate import HeldOut
 from prior.io import load_prior
 from prior.sample import sample_prior
-from prior.train import FIELDS, make_batches, make_loss, settings_for, train_prior, training_tensors
+from prior.train import FIELDS, make_loss, settings_for, train_prior, training_tensors
 
 
 class RateTracker:
@@ -50,7 +51,7 @@ def train_throughput(prior, data, settings, steps: int, rounds: int, bf16: bool 
     prior = prior.train()
     loss_fn = make_loss(settings.prior.noise, settings.prior.cond_drop)
     batch_size = settings.train.batch_size
-    batches = make_batches(data, batch_size, 0)(0, 0, 1)
+    batches = tensor_batches(data, batch_size, 0)(0, 0, 1)
     optimizer = torch.optim.AdamW([p for p in prior.parameters() if p.requires_grad], lr=1e-5)
     seconds = {"fp32": 0.0, "bf16": 0.0}
 

@@ -21,8 +21,7 @@ from clip.spec import check_same_clip
 from core.checkpoint import write_json
 from core.diffusion import training_scheduler, training_target
 from core.errors import ConfigError
-from core.trainer import Tracker, fit, make_accelerator
-from core.trainer import tensor_batches as make_batches
+from core.trainer import Tracker, fit, make_accelerator, tensor_batches
 from decoder.config import DecoderSettings, settings_for
 from decoder.io import save_decoder
 from decoder.model import CONDITIONS, Decoder
@@ -112,7 +111,7 @@ def train_decoder(settings: DecoderSettings, shards_dir: str | Path, out_dir: st
         model = model.to(memory_format=torch.channels_last)
     log.info("decoder: %.2fM parameters, %d training examples at %d px", sum(p.numel() for p in model.parameters()) / 1e6,
              data["images"].shape[0], size)
-    result = fit(model, make_loss(settings), make_batches(data, settings.train.batch_size, settings.train.seed),
+    result = fit(model, make_loss(settings), tensor_batches(data, settings.train.batch_size, settings.train.seed),
                  settings.train, out_dir / "run", run_config=settings, evaluate=evaluate, tracker=tracker,
                  accelerator=acc, desc="decoder")
     if acc.is_main_process:

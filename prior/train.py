@@ -18,8 +18,7 @@ from clip.spec import check_same_clip
 from core.config import Config, apply_overrides, pick_preset
 from core.diffusion import NoiseConfig, training_scheduler, training_target
 from core.errors import ConfigError, UnclipError
-from core.trainer import Tracker, TrainConfig, fit, make_accelerator
-from core.trainer import tensor_batches as make_batches
+from core.trainer import Tracker, TrainConfig, fit, make_accelerator, tensor_batches
 from prior.config import PRIOR_PRESETS, PriorConfig, PriorEvalConfig
 from prior.evaluate import HeldOut, clip_text_embedder, evaluate_prior
 from prior.io import save_prior
@@ -138,7 +137,7 @@ def train_prior(settings: PriorTrainSettings, shards_dir: str | Path, out_dir: s
 
     acc = make_accelerator(settings.train.mixed_precision)
     result = fit(prior, make_loss(settings.prior.noise, settings.prior.cond_drop),
-                 make_batches(data, settings.train.batch_size, settings.train.seed), settings.train,
+                 tensor_batches(data, settings.train.batch_size, settings.train.seed), settings.train,
                  out_dir / "run", run_config=settings, evaluate=make_evaluate(settings, val) if val else None,
                  tracker=tracker, accelerator=acc, desc="prior")
     folder = out_dir / "model"

@@ -7,11 +7,11 @@ import torch
 
 from core.config import apply_overrides
 from core.errors import ConfigError
-from core.trainer import TrainConfig, fit
+from core.trainer import TrainConfig, fit, tensor_batches
 from prior.config import PRIOR_PRESETS, PriorConfig
 from prior.model import DiffusionPrior, condition_dropout
 from prior.testing import DIM, LENGTH, WIDTH, fake_pairs, tiny_config, tiny_prior
-from prior.train import PRESETS, make_batches, make_loss, settings_for, training_tensors
+from prior.train import PRESETS, make_loss, settings_for, training_tensors
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -102,7 +102,7 @@ def test_overfitting_one_batch_drives_the_loss_near_zero(tmp_path):
     prior = tiny_prior(cond_drop=0.0)
     data = training_tensors(prior, fake_pairs(8, seed=3))
     loss = make_loss(prior.config.noise, 0.0)
-    batch = next(iter(make_batches(data, 8, seed=0)(0, 0, 1)))
+    batch = next(iter(tensor_batches(data, 8, seed=0)(0, 0, 1)))
 
     def mean_loss(model):  # over 20 fixed draws of timesteps and noise
         torch.manual_seed(1)
@@ -111,7 +111,7 @@ def test_overfitting_one_batch_drives_the_loss_near_zero(tmp_path):
 
     before = mean_loss(prior)
     cfg = TrainConfig(steps=60, batch_size=8, lr=1e-2, warmup_steps=5, ema_decay=0.9, log_every=20, grad_clip=None)
-    result = fit(prior, loss, make_batches(data, 8, seed=0), cfg, tmp_path)
+    result = fit(prior, loss, tensor_batches(data, 8, seed=0), cfg, tmp_path)
     after = mean_loss(result.model)
     assert after < 0.01 * before and after < 0.02, (before, after)
 
