@@ -88,6 +88,16 @@ def initial_noise(seeds: Sequence[int], shape: Sequence[int], device, dtype=torc
     return noise.to(device=device, dtype=dtype)
 
 
+def training_timesteps(batch: int, train_steps: int, device, spread: float | None = None) -> torch.Tensor:
+    """Timesteps [batch] to train on: uniform, or with `spread` set, logit-normal around the middle of
+    the schedule (t / T = sigmoid(N(0, spread²)); SD3, Esser et al. 2024), which spends less of the
+    training on the nearly clean and the nearly pure-noise ends."""
+    if spread is None:
+        return torch.randint(0, train_steps, (batch,), device=device)
+    u = torch.sigmoid(torch.randn(batch, device=device) * spread)
+    return (u * train_steps).long().clamp(0, train_steps - 1)
+
+
 def add_noise(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return scheduler.add_noise(x0, noise, t)
 
@@ -149,11 +159,20 @@ def _noise_like(x: torch.Tensor, gens: list[torch.Generator] | None) -> torch.Te
 @torch.no_grad()
 def ddim_invert(denoise: Denoise, noise: NoiseConfig, x0: torch.Tensor, steps: int,
                 progress: bool = False) -> torch.Tensor:
-    """Deterministic DDIM inversion x_0 → x_T; DDIM (eta 0) with the same steps maps it back."""
-    inverse = DDIMInverseScheduler(**noise.scheduler_config())
+    """Deterministic DDIM inversion x_0 → x_T; DDIM (eta 0) with the same steps maps it back.
+
+    An x0-predicting model's output is turned into ε at the level it was queried at: diffusers'
+    inverse scheduler would divide by the zero noise level of the clean start (NaN)."""
+    config = noise.scheduler_config()
+    from_sample = config["prediction_type"] == "sample"
+    inverse = DDIMInverseScheduler(**(config | {"prediction_type": "epsilon"} if from_sample else config))
     inverse.set_timesteps(steps)
     x = x0
     for t in tqdm(inverse.timesteps, desc="invert", disable=not progress, leave=False):
         tt = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-        x = inverse.step(denoise(x, tt), t, x).prev_sample
+        out = denoise(x, tt)
+        if from_sample:
+            alpha_bar = inverse.alphas_cumprod[int(t)].to(x.device, x.dtype)
+            out = (x - alpha_bar.sqrt() * out) / (1 - alpha_bar).sqrt()
+        x = inverse.step(out, t, x).prev_sample
     return x
