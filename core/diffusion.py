@@ -88,16 +88,6 @@ def initial_noise(seeds: Sequence[int], shape: Sequence[int], device, dtype=torc
     return noise.to(device=device, dtype=dtype)
 
 
-def training_timesteps(batch: int, train_steps: int, device, spread: float | None = None) -> torch.Tensor:
-    """Timesteps [batch] to train on: uniform, or with `spread` set, logit-normal around the middle of
-    the schedule (t / T = sigmoid(N(0, spread²)); SD3, Esser et al. 2024), which spends less of the
-    training on the nearly clean and the nearly pure-noise ends."""
-    if spread is None:
-        return torch.randint(0, train_steps, (batch,), device=device)
-    u = torch.sigmoid(torch.randn(batch, device=device) * spread)
-    return (u * train_steps).long().clamp(0, train_steps - 1)
-
-
 def add_noise(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return scheduler.add_noise(x0, noise, t)
 

@@ -104,8 +104,6 @@ class DecoderSettings(Config):
     train: TrainConfig
     eval: DecoderEvalConfig = DecoderEvalConfig()
     min_snr_gamma: float | None = Field(5.0, gt=0, description="Min-SNR-γ loss weighting (Hang et al. 2023); None: plain MSE")
-    timestep_spread: float | None = Field(None, gt=0, description="logit-normal training timesteps with this spread "
-                                          "(1.0 in SD3); None: uniform")
     channels_last: bool = Field(True, description="channels-last memory format (faster convolutions on CPUs)")
 
 

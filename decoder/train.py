@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from clip.shards import EmbeddingShards
 from clip.spec import check_same_clip
 from core.checkpoint import write_json
-from core.diffusion import training_scheduler, training_target, training_timesteps
+from core.diffusion import training_scheduler, training_target
 from core.errors import ConfigError
 from core.trainer import Tracker, fit, make_accelerator, tensor_batches
 from decoder.config import DecoderSettings, settings_for
@@ -82,7 +82,7 @@ def make_loss(settings: DecoderSettings):
         x0 = (batch["images"].float() / 127.5 - 1).contiguous(memory_format=memory)
         b = x0.shape[0]
         noise = torch.randn_like(x0)
-        t = training_timesteps(b, cfg.noise.train_steps, x0.device, settings.timestep_spread)
+        t = torch.randint(0, cfg.noise.train_steps, (b,), device=x0.device)
         x_t = scheduler.add_noise(x0, noise, t)
         drop_image = torch.rand(b, device=x0.device) < cfg.image_dropout
         drop_text = torch.rand(b, device=x0.device) < cfg.text_dropout

@@ -11,7 +11,6 @@ from tiny_clips import make_open_clip, shared_open_clip
 
 from clip.encoder import load_encoder
 from clip.shards import write_shards
-from core.diffusion import training_timesteps
 from core.errors import CheckpointError, ClipMismatchError, ConfigError
 from data.shapes import canonical_caption, render, sample_attributes
 from decoder.config import settings_for
@@ -122,16 +121,3 @@ def test_resize_keeps_flat_colours_exact():
     small = resize_images(images, 16)
     assert small.shape == (2, 3, 16, 16) and set(small.unique().tolist()) == {0, 17, 200}
 
-
-def test_training_timesteps_uniform_and_logit_normal():
-    torch.manual_seed(0)
-    uniform = training_timesteps(20_000, 1000, "cpu")
-    middle = training_timesteps(20_000, 1000, "cpu", spread=1.0)
-    for t in (uniform, middle):
-        assert t.dtype == torch.long and t.shape == (20_000,)
-        assert int(t.min()) >= 0 and int(t.max()) <= 999
-    # uniform covers both ends evenly; logit-normal(0, 1) puts 31% of its mass in the middle fifth (uniform: 20%)
-    assert abs(float((uniform < 100).float().mean()) - 0.1) < 0.02
-    assert float(((middle >= 400) & (middle < 600)).float().mean()) > 0.28
-    assert float((middle < 100).float().mean()) < 0.03
-    assert float(((uniform >= 400) & (uniform < 600)).float().mean()) < 0.22
