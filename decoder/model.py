@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
 from torch import Tensor, nn
@@ -32,9 +33,9 @@ def build_unet(cfg: DecoderConfig, context_dim: int) -> UNet2DConditionModel:
     down = tuple("SimpleCrossAttnDownBlock2D" if a else plain_down for a in attention)
     up = tuple("SimpleCrossAttnUpBlock2D" if a else plain_up for a in reversed(attention))
     return UNet2DConditionModel(
-        sample_size=cfg.image_size,
-        in_channels=5 if cfg.coord_channels else 3,
-        out_channels=3,  # fixed variance: no learned-variance channels
+        sample_size=cfg.unet_size,
+        in_channels=(5 if cfg.coord_channels else 3) * cfg.patch_size**2,
+        out_channels=3 * cfg.patch_size**2,  # fixed variance: no learned-variance channels
         down_block_types=down,
         up_block_types=up,
         mid_block_type="UNetMidBlock2DSimpleCrossAttn",
@@ -112,8 +113,12 @@ class Decoder(nn.Module):
             t = t.expand(x.shape[0])
         if self.cfg.coord_channels:
             x = torch.cat([x, self.coords.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
-        return self.unet(x, t, encoder_hidden_states=context, class_labels=time_embeds,
-                         attention_mask=mask, return_dict=False)[0]
+        p = self.cfg.patch_size
+        if p > 1:
+            x = F.pixel_unshuffle(x, p)
+        out = self.unet(x, t, encoder_hidden_states=context, class_labels=time_embeds,
+                        attention_mask=mask, return_dict=False)[0]
+        return F.pixel_shuffle(out, p) if p > 1 else out
 
     def unconditional(self, batch: int, tokens: int, device: torch.device | str,
                       dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:

@@ -147,3 +147,25 @@ def test_coordinate_channels_are_an_input_not_a_weight():
     assert "coords" not in decoder.state_dict()
     assert torch.equal(decoder.coords[0, 0, 0], torch.linspace(-1, 1, SIZE))  # x grows to the right
     assert torch.equal(decoder.coords[0, 1, :, 0], torch.linspace(-1, 1, SIZE))  # y grows downwards
+
+
+def test_patch_size_runs_the_unet_on_a_smaller_grid():
+    decoder = tiny_decoder(patch_size=2, coord_channels=True,
+                           unet=tiny_config().unet.override(attention_resolutions=(4,)))
+    x, t, cond = inputs()
+    seen = {}
+    decoder.unet.conv_in.register_forward_hook(lambda m, args, out: seen.update(shape=tuple(args[0].shape)))
+    out = decoder(x, t, **cond)
+    assert out.shape == x.shape
+    assert seen["shape"] == (3, 5 * 4, SIZE // 2, SIZE // 2)  # 2×2 patches of 3 colours + 2 coordinates
+    assert decoder.unet.conv_out.out_channels == 12
+    # one image's pixel reaches that image's output and no other's
+    x2 = x.clone()
+    x2[0, :, 0, 0] += 1.0
+    with torch.no_grad():
+        delta = (decoder(x2, t, **cond) - decoder(x, t, **cond)).abs()
+    assert delta[0].sum() > 0 and delta[1:].sum() == 0
+    with pytest.raises(ConfigError, match="patch_size"):
+        tiny_config(patch_size=3)
+    with pytest.raises(ConfigError, match="attention_resolutions"):
+        tiny_config(patch_size=2, unet=tiny_config().unet.override(attention_resolutions=(16,)))  # grid is 8 → 4
