@@ -186,7 +186,7 @@ PRESETS: dict[int, dict[str, UpsamplerTrainSettings]] = {
             crop=32, max_train_images=16, eval_size=1),
         "demo": UpsamplerTrainSettings(
             upsampler=_stage(2, 128, 512, (16, 32, 64), 4, layers_per_block=1),
-            train=_cpu_train(200, 4), data=DatasetConfig(num_examples=400, val_size=8, image_size=512),
+            train=_cpu_train(120, 4), data=DatasetConfig(num_examples=400, val_size=8, image_size=512),
             max_train_images=392, eval_size=4),
         "base": UpsamplerTrainSettings(
             upsampler=_stage(2, 256, 1024, (32, 64, 128, 256), 15).override(tile=512, tile_overlap=64),
