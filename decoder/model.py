@@ -113,12 +113,9 @@ class Decoder(nn.Module):
             t = t.expand(x.shape[0])
         if self.cfg.coord_channels:
             x = torch.cat([x, self.coords.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
-        p = self.cfg.patch_size
-        if p > 1:
-            x = F.pixel_unshuffle(x, p)
-        out = self.unet(x, t, encoder_hidden_states=context, class_labels=time_embeds,
-                        attention_mask=mask, return_dict=False)[0]
-        return F.pixel_shuffle(out, p) if p > 1 else out
+        out = self.unet(F.pixel_unshuffle(x, self.cfg.patch_size), t, encoder_hidden_states=context,
+                        class_labels=time_embeds, attention_mask=mask, return_dict=False)[0]
+        return F.pixel_shuffle(out, self.cfg.patch_size)
 
     def unconditional(self, batch: int, tokens: int, device: torch.device | str,
                       dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:

@@ -120,4 +120,3 @@ def test_resize_keeps_flat_colours_exact():
     images[:, :, :16, :16] = 17
     small = resize_images(images, 16)
     assert small.shape == (2, 3, 16, 16) and set(small.unique().tolist()) == {0, 17, 200}
-
