@@ -1,4 +1,4 @@
-"""The shared noise process: training timesteps and DDIM inversion under every parameterisation."""
+"""The shared noise process: DDIM inversion under every parameterisation."""
 
 from __future__ import annotations
 
