@@ -8,7 +8,8 @@
 - interpolation (noise="slerp"): PSNR of both end frames to their images;
 - text diffs "a … red <shape> …" → "a … blue <shape> …" (images whose object is red, background not
   blue): per θ, the share whose colour the project's CLIP now reads as blue, the share that keep the
-  true shape, position and background, and the share that do both.
+  true shape, position and background, and the share that do both; once with the paper's text
+  direction (--thetas) and once with the prior's image-embedding direction (--prior-thetas).
 Round trips are scored at the decoder's resolution (the latent they invert); text diffs at
 --output-size (default: the decoder's too; the upsamplers add time, not attributes).
 """
@@ -63,13 +64,14 @@ def round_trips(pipe, pairs, steps: int) -> dict[str, float]:
             "interpolation_end_psnr_mean": statistics.mean(ends), "interpolation_end_psnr_min": min(ends)}
 
 
-def text_diffs(pipe, pairs, thetas: list[float], output_size: int | None, steps: int) -> dict[str, float]:
+def text_diffs(pipe, pairs, thetas: list[float], output_size: int | None, steps: int,
+               direction: str = "text") -> dict[str, float]:
     encoder = pipe.encoder
     frames, targets = [], []
     for image, attrs in pairs:
         target = attrs.replace(color="blue")
         frames += pipe.text_diff(image, canonical_caption(attrs), canonical_caption(target), thetas,
-                                 steps={"decoder": steps}, output_size=output_size)
+                                 direction=direction, steps={"decoder": steps}, output_size=output_size)
         targets += [target] * len(thetas)
     readings = predict_attributes(encoder.encode_image(frames), targets, lambda c: encoder.encode_text(c).embeds)
     out = {}
@@ -77,9 +79,10 @@ def text_diffs(pipe, pairs, thetas: list[float], output_size: int | None, steps:
         rows = list(zip(readings, targets))[k::len(thetas)]
         moved = [r["color"] == "blue" for r, _ in rows]
         kept = [all(r[a] == getattr(t, a) for a in KEPT) for r, t in rows]
-        out[f"theta={theta:g}/colour_moved"] = sum(moved) / len(rows)
-        out[f"theta={theta:g}/others_kept"] = sum(kept) / len(rows)
-        out[f"theta={theta:g}/both"] = sum(m and k for m, k in zip(moved, kept)) / len(rows)
+        key = f"{direction}/theta={theta:g}"
+        out[f"{key}/colour_moved"] = sum(moved) / len(rows)
+        out[f"{key}/others_kept"] = sum(kept) / len(rows)
+        out[f"{key}/both"] = sum(m and k for m, k in zip(moved, kept)) / len(rows)
     return out
 
 
@@ -91,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=16, help="held-out images per measurement (default: 16)")
     parser.add_argument("--steps", type=int, default=50, help="decoder DDIM steps (default: 50)")
     parser.add_argument("--thetas", default="0.25,0.5,0.75", help="text-diff θ values (default: 0.25,0.5,0.75)")
+    parser.add_argument("--prior-thetas", default="0.5,0.75,1",
+                        help="θ values of the prior-direction text diffs (default: 0.5,0.75,1)")
     parser.add_argument("--output-size", type=int, default=None, help="text-diff output side (default: decoder's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -101,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     thetas = [float(t) for t in args.thetas.split(",")]
     result = round_trips(pipe, held_out(args.images), args.steps)
     red = held_out(args.images, colour="red", avoid_background="blue")
-    result.update(text_diffs(pipe, red, thetas, args.output_size or pipe.info.sizes["decoder"], args.steps))
+    size = args.output_size or pipe.info.sizes["decoder"]
+    result.update(text_diffs(pipe, red, thetas, size, args.steps))
+    prior_thetas = [float(t) for t in args.prior_thetas.split(",")]
+    result.update(text_diffs(pipe, red, prior_thetas, size, args.steps, direction="prior"))
     result = {"images": args.images, "decoder_steps": args.steps, "models": pipe.models(), **result}
     for key, value in result.items():
         print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")

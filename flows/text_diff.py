@@ -1,8 +1,10 @@
 """Text diffs: move an image's CLIP embedding towards the difference of two captions' text
-embeddings (z_θ = slerp(z_i, normalise(z_t(to) − z_t(from)), θ)), decoding every frame from the
+embeddings (z_θ = slerp(z_i, normalise(z_t(to) − z_t(from)), θ)), or by the difference of the
+prior's image embeddings of the two captions (--direction prior), decoding every frame from the
 image's DDIM inversion, as a Prefect flow logged to MLflow.
 
     python -m flows.text_diff --image red.png --from "a red circle ..." --to "a blue circle ..."
+    python -m flows.text_diff --image red.png --from "..." --to "..." --direction prior --thetas 0,0.5,1
     python -m flows.text_diff --image red.png --from "..." --to "..." --thetas 0,0.2,0.4 --models runs/models
 """
 
@@ -17,20 +19,22 @@ from prefect.cache_policies import NO_CACHE
 from flows import inference as common
 from unclip.errors import SettingsError
 from unclip.images import load_image
+from unclip.manipulate import DIRECTIONS, THETA_MAX
 from unclip.pipeline import UnclipPipeline, check_prompts
 from unclip.settings import MANIPULATION_GUIDANCE
 
 
 @task(cache_policy=NO_CACHE)
 def make_text_diff(pipe: UnclipPipeline, image: str, from_caption: str, to_caption: str, thetas: list[float],
-                   seed: int, steps, guidance, output_size) -> list:
-    return pipe.text_diff(image, from_caption, to_caption, thetas, seed=seed, steps=steps, guidance=guidance,
-                          output_size=output_size)
+                   seed: int, steps, guidance, output_size, direction: str = "text", draws: int = 8) -> list:
+    return pipe.text_diff(image, from_caption, to_caption, thetas, direction=direction, draws=draws, seed=seed,
+                          steps=steps, guidance=guidance, output_size=output_size)
 
 
 @flow(name="unclip-text-diff", log_prints=True)
 def text_diff_flow(image: str, from_caption: str, to_caption: str,
-                   thetas: list[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), seed: int = 0,
+                   thetas: list[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), direction: str = "text",
+                   draws: int = 8, seed: int = 0,
                    steps: dict[str, Any] | None = None, guidance: dict[str, Any] | None = None,
                    output_size: int | None = None, models: str = "registry", ref: str = "champion",
                    versions: dict[str, str] | None = None, device: str | None = None, precision: str = "fp32",
@@ -38,7 +42,8 @@ def text_diff_flow(image: str, from_caption: str, to_caption: str,
                    out: str = "outputs/text_diff",
                    experiment: str | None = "unclip-inference") -> tuple[list[str], str | None]:
     pipe = common.load_pipeline(models, ref, versions, device, precision, compile, threads, progress)
-    images = make_text_diff(pipe, image, from_caption, to_caption, list(thetas), seed, steps, guidance, output_size)
+    images = make_text_diff(pipe, image, from_caption, to_caption, list(thetas), seed, steps, guidance, output_size,
+                            direction, draws)
     labels = [f"θ={t:.2f}" for t in thetas]
     paths = common.save_outputs(images, out, "text_diff", columns=len(images), labels=labels)
     params = {"image": image, "thetas": list(thetas),
@@ -46,13 +51,14 @@ def text_diff_flow(image: str, from_caption: str, to_caption: str,
     return paths, common.log_outputs(paths, params, experiment, "text_diff")
 
 
-def parse_thetas(text: str) -> list[float]:
+def parse_thetas(text: str, direction: str = "text") -> list[float]:
+    top = THETA_MAX[direction]
     try:
         thetas = [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise SettingsError(f"--thetas must be numbers separated by commas, e.g. 0,0.25,0.5; got {text!r}") from None
-    if not thetas or any(not 0 <= t <= 1 for t in thetas):
-        raise SettingsError(f"--thetas must be values in [0, 1] (about 0.5 at most is useful), got {text!r}")
+    if not thetas or any(not 0 <= t <= top for t in thetas):
+        raise SettingsError(f"--thetas of the {direction} direction must be values in [0, {top:g}], got {text!r}")
     return thetas
 
 
@@ -64,7 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--from", dest="from_caption", required=True, help="a caption of the image as it is")
     parser.add_argument("--to", dest="to_caption", required=True, help="the caption it should move towards")
     parser.add_argument("--thetas", default="0,0.1,0.2,0.3,0.4,0.5",
-                        help="slerp weights of the text direction, one frame each (default: 0,0.1,0.2,0.3,0.4,0.5)")
+                        help="how far to move, one frame each (default: 0,0.1,0.2,0.3,0.4,0.5)")
+    parser.add_argument("--direction", choices=DIRECTIONS, default="text",
+                        help="text: slerp towards the normalised CLIP text difference, as in the paper (θ up to "
+                        "about 0.5); prior: add θ × the difference of the prior's image embeddings of the two "
+                        "captions (θ = 1: the whole edit)")
+    parser.add_argument("--draws", type=int, default=8, help="prior draws averaged per caption for --direction prior")
     common.add_sampling_options(parser, sampler=False)
     common.add_model_options(parser)
     common.add_output_options(parser, "outputs/text_diff")
@@ -78,12 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     def job():
         (from_caption,) = check_prompts([args.from_caption], "--from caption")
         (to_caption,) = check_prompts([args.to_caption], "--to caption")
-        thetas = parse_thetas(args.thetas)
+        thetas = parse_thetas(args.thetas, args.direction)
+        if args.draws < 1:
+            raise SettingsError(f"--draws must be at least 1, got {args.draws}")
         load_image(args.image)
         common.check_out_dir(args.out)
         common.preflight(args, MANIPULATION_GUIDANCE)
         paths, run_id = text_diff_flow(
-            str(args.image), from_caption, to_caption, thetas, args.seed, common.stage_steps(args),
+            str(args.image), from_caption, to_caption, thetas, args.direction, args.draws, args.seed, common.stage_steps(args),
             common.stage_guidance(args), args.output_size, **common.model_params(args), out=args.out,
             experiment=None if args.no_mlflow else args.experiment)
         common.print_outputs(paths, run_id)

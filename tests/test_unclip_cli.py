@@ -125,6 +125,14 @@ def test_text_diff_cli(models, picture, tmp_path, capsys):
     meta = read_png_metadata(images[2])
     assert meta["theta"] == 0.5 and meta["from_caption"] == "a red square" and meta["to_caption"] == "a blue square"
     assert read_png_metadata(grid)["images"] == [f"text_diff-00{i}.png" for i in range(3)]
+    code, out, err = run(text_diff.main, ["--image", picture, "--from", "a red square", "--to", "a blue square",
+                                          "--direction", "prior", "--draws", 2, "--thetas", "0,1.5",
+                                          "--steps", "prior=2,decoder=2", "--output-size", 16, "--models", models,
+                                          "--out", tmp_path / "prior", "--no-mlflow", "--quiet"], capsys)
+    assert code == 0, err
+    images, _ = output_paths(out)
+    assert [read_png_metadata(p)["theta"] for p in images] == [0.0, 1.5]
+    assert read_png_metadata(images[1])["direction"] == "prior"
 
 
 @pytest.mark.parametrize("module", [generate, variations, interpolate, text_diff])
@@ -165,6 +173,9 @@ def test_user_errors_are_one_line(models, picture, tmp_path, capsys):
         (interpolate.main, ["--image-a", picture, "--image-b", picture, "--steps", 1, *base], "at least 2"),
         (text_diff.main, ["--image", picture, "--from", "", "--to", "b", *base], "from caption is empty"),
         (text_diff.main, ["--image", picture, "--from", "a", "--to", "b", "--thetas", "0,x", *base], "thetas"),
+        (text_diff.main, ["--image", picture, "--from", "a", "--to", "b", "--thetas", "1.5", *base], r"\[0, 1\]"),
+        (text_diff.main, ["--image", picture, "--from", "a", "--to", "b", "--direction", "prior", "--draws", 0, *base],
+         "--draws must be at least 1"),
     ]
     import re
 

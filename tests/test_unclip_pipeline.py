@@ -127,6 +127,31 @@ def test_text_diff_frames(pipe):
         pipe.text_diff(image, "a red circle", "a blue circle", thetas=[1.5])
 
 
+def test_text_diff_prior_direction(pipe):
+    from unclip.manipulate import _prior_shift
+
+    image = Image.new("RGB", (16, 16), (200, 30, 30))
+    kw = {"steps": {"prior": 2, "decoder": 2}, "output_size": 16}
+    by_prior = pipe.text_diff(image, "a red circle", "a blue circle", thetas=[0.0, 1.0, 2.0], direction="prior",
+                              draws=2, **kw)
+    by_text = pipe.text_diff(image, "a red circle", "a blue circle", thetas=[0.0], **kw)
+    assert torch.equal(tensors(by_prior[:1]), tensors(by_text))  # θ = 0 decodes z_i either way
+    assert not torch.equal(tensors(by_prior[:1]), tensors(by_prior[1:2]))
+    assert by_prior[2].info["unclip"]["direction"] == "prior" and by_text[0].info["unclip"]["direction"] == "text"
+    # the shift is the difference of the mean prior draws of the two captions under shared seeds
+    text = pipe.encode_text(["a red circle", "a blue circle"])
+    plan = pipe.plan({"prior": 2}, None)
+    shift = _prior_shift(pipe, text, plan, draws=2)
+    red = pipe.sample_prior(type(text)(*(v[[0, 0]] for v in (text.embeds, text.tokens, text.mask))), [0, 1], plan)
+    blue = pipe.sample_prior(type(text)(*(v[[1, 1]] for v in (text.embeds, text.tokens, text.mask))), [0, 1], plan)
+    torch.testing.assert_close(shift, blue.mean(0) - red.mean(0))
+    for bad, pattern in (({"thetas": [2.5], "direction": "prior"}, r"\[0, 2\]"),
+                         ({"thetas": [0.5], "direction": "image"}, "direction must be one of text, prior"),
+                         ({"thetas": [0.5], "direction": "prior", "draws": 0}, "draws must be at least 1")):
+        with pytest.raises(SettingsError, match=pattern):
+            pipe.text_diff(image, "a red circle", "a blue circle", **bad)
+
+
 def test_png_metadata_round_trip(pipe, tmp_path):
     images = pipe.generate(["ünïcode prompt"], num_images=2, steps=FAST, output_size=16)
     paths, grid = save_run(images, tmp_path, "gen", grid_record={"note": "grid"})

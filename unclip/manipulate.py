@@ -24,6 +24,8 @@ from unclip.settings import MANIPULATION_GUIDANCE
 from unclip.slerp import slerp
 
 NOISE_MODES = ("fixed", "slerp")
+DIRECTIONS = ("text", "prior")
+THETA_MAX = {"text": 1.0, "prior": 2.0}  # slerp weight; multiple of the prior's shift (> 1 overshoots)
 
 
 def _plan(pipe: UnclipPipeline, steps, guidance, output_size) -> dict:
@@ -102,17 +104,35 @@ def interpolate(pipe: UnclipPipeline, image_a: ImageInput, image_b: ImageInput, 
     return _finish(pipe, x, seed, plan, records)
 
 
+def _prior_shift(pipe: UnclipPipeline, text, plan: dict, draws: int) -> Tensor:
+    """mean prior(to) − mean prior(from) over `draws` shared seeds: the caption edit, in image-embedding space."""
+    seeds = list(range(draws))
+    both = type(text)(*(v.repeat_interleave(draws, dim=0) for v in (text.embeds, text.tokens, text.mask)))
+    z = pipe.sample_prior(both, seeds + seeds, plan).view(2, draws, -1).mean(dim=1)
+    return z[1] - z[0]
+
+
 @torch.inference_mode()
 def text_diff(pipe: UnclipPipeline, image: ImageInput, from_caption: str, to_caption: str,
-              thetas: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), *, seed: int = 0,
-              steps: dict[str, Any] | None = None, guidance: dict[str, Any] | None = None,
-              output_size: int | None = None) -> list[Image.Image]:
-    """z_d = normalise(z_t(to) − z_t(from)); frame θ decodes slerp(z_i, z_d, θ) from the image's x_T."""
+              thetas: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), *, direction: str = "text",
+              draws: int = 8, seed: int = 0, steps: dict[str, Any] | None = None,
+              guidance: dict[str, Any] | None = None, output_size: int | None = None) -> list[Image.Image]:
+    """Edit an image towards a caption, decoding every frame from the image's x_T.
+
+    direction="text" (the paper): z_d = normalise(z_t(to) − z_t(from)), frame θ decodes
+    slerp(z_i, z_d, θ), useful up to θ ≈ 0.5. direction="prior": the same edit carried into
+    image-embedding space by the prior, Δ = mean over `draws` seeds of prior(to) − prior(from), and
+    frame θ decodes normalise(z_i + θ·Δ), θ = 1 being the whole edit (up to 2 overshoots it)."""
+    if direction not in DIRECTIONS:
+        raise SettingsError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+    if draws < 1:
+        raise SettingsError(f"draws must be at least 1, got {draws}")
     (from_caption,) = check_prompts([from_caption], "from caption")
     (to_caption,) = check_prompts([to_caption], "to caption")
     thetas = [float(t) for t in thetas]
-    if not thetas or any(not 0 <= t <= 1 for t in thetas):
-        raise SettingsError(f"thetas must be values in [0, 1] (about 0.5 at most is useful), got {thetas}")
+    top = THETA_MAX[direction]
+    if not thetas or any(not 0 <= t <= top for t in thetas):
+        raise SettingsError(f"thetas of the {direction} direction must be values in [0, {top:g}], got {thetas}")
     picture = load_image(image)
     plan = _plan(pipe, steps, guidance, output_size)
     pipe.timings = {}
@@ -121,12 +141,16 @@ def text_diff(pipe: UnclipPipeline, image: ImageInput, from_caption: str, to_cap
     diff = text.embeds[1] - text.embeds[0]
     if float(diff.norm()) < 1e-6:
         raise SettingsError("the from and to captions have the same CLIP text embedding: there is no direction")
-    z_d = F.normalize(diff, dim=-1)
     z_i, x_t = _embed_and_invert(pipe, [picture], plan)
-    z_frames = torch.stack([slerp(z_i[0], z_d, t) for t in thetas])
+    if direction == "text":
+        z_d = F.normalize(diff, dim=-1)
+        z_frames = torch.stack([slerp(z_i[0], z_d, t) for t in thetas])
+    else:
+        shift = _prior_shift(pipe, text, plan, draws).to(z_i)
+        z_frames = F.normalize(torch.stack([z_i[0] + t * shift for t in thetas]), dim=-1)
     n = len(thetas)
     with pipe.timed("decoder"):
         x = pipe.decode(z_frames, None, [seed] * n, plan, x_t=x_t.expand(n, -1, -1, -1).clone())
     records = [{"task": "text_diff", "source": _source_name(image), "from_caption": from_caption,
-                "to_caption": to_caption, "seed": seed, "theta": t} for t in thetas]
+                "to_caption": to_caption, "direction": direction, "seed": seed, "theta": t} for t in thetas]
     return _finish(pipe, x, seed, plan, records)

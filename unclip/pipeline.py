@@ -115,8 +115,6 @@ class UnclipPipeline:
     def generate_tensors(self, prompts: list[str], num_images: int, seed: int, plan: dict,
                          best_of: int = 2, batch_size: int = 8) -> Tensor:
         """[len(prompts) * num_images, 3, S, S] in [-1, 1]."""
-        from prior.sample import sample_prior
-
         self.timings = {}
         with self.timed("clip"):
             text = self.encode_text(prompts)
@@ -127,10 +125,7 @@ class UnclipPipeline:
             idx = order[start:start + batch_size]
             seeds = all_seeds[start:start + batch_size]
             part = _select(text, idx)
-            with self.timed("prior"), autocast(self.precision, self.device):
-                z = sample_prior(self.cascade.prior, part, stage_seeds(seeds, "prior"), steps=plan["steps"]["prior"],
-                                 sampler=plan["sampler"]["prior"], guidance=plan["guidance"]["prior"],
-                                 best_of=best_of, progress=self.progress)
+            z = self.sample_prior(part, seeds, plan, best_of)
             with self.timed("decoder"):
                 x = self.decode(z, part, seeds, plan)
             chunks.append(self.upsample(x, seeds, plan))
@@ -156,6 +151,15 @@ class UnclipPipeline:
                 log.warning("prompt %r is longer than CLIP's context of %d tokens: truncated",
                             caption if len(caption) < 60 else caption[:57] + "...", encoder.context_length)
         return encoder.encode_text(captions)
+
+    def sample_prior(self, text, seeds: Sequence[int], plan: dict, best_of: int = 2) -> Tensor:
+        """Image embeddings [B, D] the prior draws for encoded captions, one seed each."""
+        from prior.sample import sample_prior
+
+        with self.timed("prior"), autocast(self.precision, self.device):
+            return sample_prior(self.cascade.prior, text, stage_seeds(seeds, "prior"), steps=plan["steps"]["prior"],
+                                sampler=plan["sampler"]["prior"], guidance=plan["guidance"]["prior"],
+                                best_of=best_of, progress=self.progress)
 
     def decode(self, image_embeds: Tensor, text, seeds: Sequence[int], plan: dict, x_t: Tensor | None = None,
                eta: float = 0.0) -> Tensor:
