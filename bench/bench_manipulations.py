@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=16, help="held-out images per measurement (default: 16)")
     parser.add_argument("--steps", type=int, default=50, help="decoder DDIM steps (default: 50)")
     parser.add_argument("--thetas", default="0.25,0.5,0.75", help="text-diff θ values (default: 0.25,0.5,0.75)")
-    parser.add_argument("--prior-thetas", default="0.5,0.75,1",
-                        help="θ values of the prior-direction text diffs (default: 0.5,0.75,1)")
+    parser.add_argument("--prior-thetas", default="0.5,1,1.5",
+                        help="θ values of the prior-direction text diffs (default: 0.5,1,1.5)")
     parser.add_argument("--output-size", type=int, default=None, help="text-diff output side (default: decoder's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", help="also write the figures to this file")
