@@ -78,8 +78,8 @@ def demo_flow(preset: str = "demo", workdir: str = "runs", out: str = "outputs",
     var_paths, _ = variations_flow(first, num_images=4, output_size=size, out=f"{out}/variations", progress=False)
     int_paths, _ = interpolate_flow(first, second, frames=5, output_size=size, out=f"{out}/interpolate",
                                     progress=False)
-    diff_paths, _ = text_diff_flow(first, chosen[0], recolour(chosen[0]), thetas=[0.0, 0.5, 1.0, 1.5],
-                                   direction="prior", output_size=size, out=f"{out}/text_diff", progress=False)
+    diff_paths, _ = text_diff_flow(first, chosen[0], recolour(chosen[0]), output_size=size, out=f"{out}/text_diff",
+                                   progress=False)
     timings["manipulations"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     summary = {
