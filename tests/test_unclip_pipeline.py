@@ -15,7 +15,7 @@ from tiny_clips import make_open_clip
 
 from core.errors import CheckpointError, ClipMismatchError
 from unclip import ImageFileError, ModelNotFoundError, PromptError, SettingsError, UnclipPipeline
-from unclip.pipeline import check_prompts
+from unclip.pipeline import check_prompts, select_rows
 from unclip.provenance import read_png_metadata, save_run
 from unclip.settings import parse_stage_values
 from unclip.sources import from_models_dir
@@ -142,8 +142,8 @@ def test_text_diff_prior_direction(pipe):
     text = pipe.encode_text(["a red circle", "a blue circle"])
     plan = pipe.plan({"prior": 2}, None)
     shift = _prior_shift(pipe, text, plan, draws=2)
-    red = pipe.sample_prior(type(text)(*(v[[0, 0]] for v in (text.embeds, text.tokens, text.mask))), [0, 1], plan)
-    blue = pipe.sample_prior(type(text)(*(v[[1, 1]] for v in (text.embeds, text.tokens, text.mask))), [0, 1], plan)
+    red = pipe.sample_prior(select_rows(text, [0, 0]), [0, 1], plan)
+    blue = pipe.sample_prior(select_rows(text, [1, 1]), [0, 1], plan)
     torch.testing.assert_close(shift, blue.mean(0) - red.mean(0))
     for bad, pattern in (({"thetas": [2.5], "direction": "prior"}, r"\[0, 2\]"),
                          ({"thetas": [0.5], "direction": "image"}, "direction must be one of text, prior"),

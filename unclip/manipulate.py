@@ -18,7 +18,7 @@ from torch import Tensor
 
 from unclip.errors import SettingsError
 from unclip.images import ImageInput, images_to_tensor, load_image, tensor_to_images
-from unclip.pipeline import UnclipPipeline, check_prompts
+from unclip.pipeline import UnclipPipeline, check_prompts, select_rows
 from unclip.provenance import attach
 from unclip.settings import MANIPULATION_GUIDANCE
 from unclip.slerp import slerp
@@ -107,7 +107,7 @@ def interpolate(pipe: UnclipPipeline, image_a: ImageInput, image_b: ImageInput, 
 def _prior_shift(pipe: UnclipPipeline, text, plan: dict, draws: int) -> Tensor:
     """mean prior(to) − mean prior(from) over `draws` shared seeds: the caption edit, in image-embedding space."""
     seeds = list(range(draws))
-    both = type(text)(*(v.repeat_interleave(draws, dim=0) for v in (text.embeds, text.tokens, text.mask)))
+    both = select_rows(text, [0] * draws + [1] * draws)
     z = pipe.sample_prior(both, seeds + seeds, plan).view(2, draws, -1).mean(dim=1)
     return z[1] - z[0]
 

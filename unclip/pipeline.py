@@ -124,7 +124,7 @@ class UnclipPipeline:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             seeds = all_seeds[start:start + batch_size]
-            part = _select(text, idx)
+            part = select_rows(text, idx)
             z = self.sample_prior(part, seeds, plan, best_of)
             with self.timed("decoder"):
                 x = self.decode(z, part, seeds, plan)
@@ -256,6 +256,7 @@ def check_prompts(prompts: str | Sequence[str], what: str = "prompt") -> list[st
     return [p.strip() for p in prompts]
 
 
-def _select(text, idx: list[int]):
+def select_rows(text, idx: list[int]):
+    """The rows `idx` (repeats allowed) of an encoded caption batch."""
     index = torch.tensor(idx, device=text.embeds.device)
     return type(text)(text.embeds[index], text.tokens[index], text.mask[index])
