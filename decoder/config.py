@@ -129,9 +129,10 @@ class DecoderSettings(Config):
 #   Width 16 without patches or two levels with patches learned slower.
 # - Adam β2 0.99 instead of 0.999 (the second moment follows the fast-changing gradients of a short run):
 #   the 700-step run above, on 300 held-out images, CLIP zero-shot colour/shape/size/position/background
-#   0.30/0.28/0.55/0.51/0.89 -> 0.38/0.33/0.59/0.59/0.90 (pixel check 0.47/0.28/0.68/0.83 -> 0.52/0.32/0.73/0.87). Tried with it, no better or worse: lr 2e-3 (zero-shot
-#   0.31/0.32/0.55/0.61/0.87, though the pixel check liked it), lr 5e-3 (unstable), batch 8 (noisy),
-#   caption dropout 0.2, attention at 16 as well (40% slower per step).
+#   0.30/0.28/0.55/0.51/0.89 -> 0.38/0.33/0.59/0.59/0.90 (pixel check 0.47/0.28/0.68/0.83 ->
+#   0.52/0.32/0.73/0.87). Tried with it, none better: lr 2e-3 (zero-shot 0.31/0.32/0.55/0.61/0.87,
+#   though the pixel check liked it), lr 5e-3 (unstable), batch 8 (noisy), caption dropout 0.2,
+#   attention at 16 as well (40% slower per step).
 PRESETS: dict[str, DecoderSettings] = {
     "smoke": DecoderSettings(
         decoder=DecoderConfig(
