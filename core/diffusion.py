@@ -7,6 +7,7 @@ so a sample never depends on the batch it was drawn in.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
@@ -38,9 +39,13 @@ class NoiseConfig(Config):
     prediction: Prediction = "epsilon"
     train_steps: int = Field(1000, gt=1)
     zero_terminal_snr: bool = False
+    snr_shift: float = Field(1.0, gt=0, le=1, description="multiply the schedule's SNR by snr_shift² at every step "
+                             "(simple diffusion, Hoogeboom et al. 2023): below 1, more of training and sampling "
+                             "happens at the high noise levels where layout and shape are decided, which images "
+                             "with large flat regions need")
 
     def scheduler_config(self) -> dict:
-        return {
+        config = {
             "num_train_timesteps": self.train_steps,
             "beta_schedule": _BETA_SCHEDULES[self.schedule],
             "prediction_type": self.prediction,
@@ -48,6 +53,17 @@ class NoiseConfig(Config):
             "clip_sample": False,
             "timestep_spacing": "trailing",
         }
+        if self.snr_shift != 1.0:
+            config["trained_betas"] = shifted_betas(self.schedule, self.train_steps, self.snr_shift).tolist()
+        return config
+
+
+def shifted_betas(schedule: Schedule, steps: int, shift: float) -> torch.Tensor:
+    """The betas whose cumulative alphas have log SNR = the schedule's log SNR + 2 log(shift)."""
+    base = DDPMScheduler(num_train_timesteps=steps, beta_schedule=_BETA_SCHEDULES[schedule]).alphas_cumprod.double()
+    alpha_bar = torch.sigmoid(torch.logit(base) + 2 * math.log(shift))
+    previous = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+    return (1 - alpha_bar / previous).clamp(max=0.999).float()
 
 
 def training_scheduler(noise: NoiseConfig) -> DDPMScheduler:
