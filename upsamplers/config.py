@@ -126,6 +126,8 @@ class UpsamplerTrainSettings(Config):
     train: TrainConfig
     data: DatasetConfig
     crop: int | None = Field(None, ge=8, description="training crop side at high res; None: high_res // 4")
+    crop_tries: int = Field(1, ge=1, description="random crop windows drawn per image, keeping the most detailed "
+                            "(largest pixel std); 1: plain random crops")
     max_train_images: int = Field(2000, ge=1, description="high-res images held in memory for cropping")
     eval_size: int = Field(8, ge=1)
     eval_steps: int | None = Field(None, ge=1, description="sampling steps in evaluation; None: sample_steps")

@@ -43,19 +43,33 @@ def pair_seed(seed: int, epoch: int, index: int) -> int:
     return (seed * 1_000_003 + epoch * 998_244_353 + index * 7_919) % (2**63)
 
 
-def make_pair(image: torch.Tensor, cfg: UpsamplerConfig, crop: int, level_max: float,
-              g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(high-res crop, its conditioning image, augmentation level) for one uint8 [3, S, S] image."""
+def pick_crop(image: torch.Tensor, crop: int, tries: int, g: torch.Generator) -> torch.Tensor:
+    """The most detailed (largest pixel std) of `tries` random crop windows of a [3, S, S] image: flat
+    crops, most of an image with large plain areas, show an upsampler no edge to learn from."""
     side = image.shape[-1]
-    top, left = (int(torch.randint(side - crop + 1, (), generator=g)) for _ in range(2))
-    high = to_signed(image[:, top:top + crop, left:left + crop])
+    best, best_std = None, -1.0
+    for _ in range(tries):
+        top, left = (int(torch.randint(side - crop + 1, (), generator=g)) for _ in range(2))
+        window = image[:, top:top + crop, left:left + crop]
+        std = float(window.float().std()) if tries > 1 else 0.0
+        if std > best_std:
+            best, best_std = window, std
+    return best
+
+
+def make_pair(image: torch.Tensor, cfg: UpsamplerConfig, crop: int, level_max: float,
+              g: torch.Generator, crop_tries: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(high-res crop, its conditioning image, augmentation level) for one uint8 [3, S, S] image."""
+    high = to_signed(pick_crop(image, crop, crop_tries, g))
     level = level_max * torch.rand((), generator=g)
     low = degrade(high[None], cfg.augment, crop // cfg.factor, level, [g])
     return high, upsample_bicubic(low, (crop, crop))[0], level
 
 
-def make_batches(images: torch.Tensor, cfg: UpsamplerConfig, crop: int, batch_size: int, seed: int):
-    """The `batches(epoch, rank, world)` function fit() consumes: (high [B,3,c,c], condition, level [B])."""
+def make_batches(images: torch.Tensor, cfg: UpsamplerConfig, crop: int, batch_size: int, seed: int,
+                 crop_tries: int = 1):
+    """The `batches(epoch, rank, world)` function fit() consumes: (high [B,3,c,c], condition, level [B]);
+    each crop is the most detailed of `crop_tries` random windows."""
     if len(images) < batch_size:
         raise ConfigError(f"{len(images)} training images are fewer than one batch of {batch_size}")
 
@@ -64,7 +78,7 @@ def make_batches(images: torch.Tensor, cfg: UpsamplerConfig, crop: int, batch_si
         mine = order[rank::world].tolist()
         for i in range(0, len(mine) - batch_size + 1, batch_size):
             pairs = [make_pair(images[j], cfg, crop, cfg.augment.train_level_max,
-                               torch.Generator().manual_seed(pair_seed(seed, epoch, j + 1)))
+                               torch.Generator().manual_seed(pair_seed(seed, epoch, j + 1)), crop_tries)
                      for j in mine[i:i + batch_size]]
             high, cond, level = zip(*pairs)
             yield torch.stack(high), torch.stack(cond), torch.stack(level)

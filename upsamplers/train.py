@@ -68,7 +68,8 @@ def train_upsampler(settings: UpsamplerTrainSettings, out_dir: str | Path,
 
     torch.manual_seed(settings.train.seed)
     model = Upsampler(up)
-    batches = make_batches(images, up, settings.crop_size, settings.train.batch_size, settings.train.seed)
+    batches = make_batches(images, up, settings.crop_size, settings.train.batch_size, settings.train.seed,
+                           settings.crop_tries)
     images: dict = {}
     result = fit(model, make_loss(up), batches, settings.train, out_dir / "run", run_config=settings,
                  evaluate=make_evaluate(val, settings, images), tracker=tracker, accelerator=acc,
