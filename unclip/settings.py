@@ -24,7 +24,9 @@ DEFAULT_STEPS: dict[str, int | None] = {"prior": 25, "decoder": 25, "upsampler1"
 # colour/shape): prior 4 + decoder 8 gave 0.09/0.09 (over-saturated, speckled), prior 1 + decoder 3
 # 0.47/0.44, prior 4 + decoder 3 0.50/0.34, prior 1 + decoder 1.5 0.38/0.25. The x0-predicting demo
 # decoder (decoder/config.py) over-saturates sooner: from true embeddings, guidance 2 kept colour and
-# position and judged size right far more often than 3 (0.84 against 0.63).
+# position and judged size right far more often than 3 (0.84 against 0.63). Generated through the prior
+# (bench/bench_generation.py, 24 held-out prompts x 4): decoder 2 0.88/0.29/0.88/0.96/1.00, decoder 3
+# 0.95/0.39/0.79/0.96/1.00 (colour/shape/size/position/background): a trade, not a clear winner.
 DEFAULT_GUIDANCE: dict[str, float] = {"prior": 1.0, "decoder": 2.0}
 # Inversion-based manipulations decode with the same (unguided) network that inverted the image, so
 # that η = 0 gives the image back; guidance > 1 breaks that symmetry.

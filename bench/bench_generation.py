@@ -1,0 +1,98 @@
+"""Do generated images show their prompts? Zero-shot attribute accuracy (project CLIP) of text-to-image
+samples on held-out canonical shapes prompts, for one or more guidance settings side by side.
+
+    python bench/bench_generation.py                                  # registry champions, 32 prompts x 4
+    python bench/bench_generation.py --guidance decoder=2 --guidance decoder=3 --json gen.json
+    python bench/bench_generation.py --models runs/models --prompts 8 --images 2 --output-size 128
+    python bench/bench_generation.py --tiny --prompts 2 --images 1    # smoke run on tiny random models
+
+Prompts are the canonical captions of the preset's shapes validation split (never trained on; the demo
+scores the first 8 of them), with the same seeds for every setting. Images stop at --output-size
+(default: the first upsampler's side): the CLIP judges at its own small resolution, and the last
+upsampler adds time, not attributes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_pipeline import load  # noqa: E402
+from data import open_dataset  # noqa: E402
+from data.shapes import canonical_caption, parse_caption  # noqa: E402
+from flows.presets import cascade_settings  # noqa: E402
+from unclip.evaluate import prompt_accuracy  # noqa: E402
+from unclip.settings import GUIDED, parse_stage_values  # noqa: E402
+
+
+def held_out_prompts(preset: str, count: int) -> list[str]:
+    """Canonical captions of the validation stream of the preset's shapes data (the demo scores the same)."""
+    val = open_dataset(cascade_settings(preset).clip.data, "val")
+    prompts = [canonical_caption(a) for a in (parse_caption(val.caption(i)) for i in range(len(val))) if a]
+    if len(prompts) < count:
+        raise SystemExit(f"the {preset} preset's validation split has {len(prompts)} shapes captions, fewer than {count}")
+    return prompts[:count]
+
+
+def bench(args: argparse.Namespace) -> dict:
+    pipe = load(args)
+    prompts = held_out_prompts(args.preset, args.prompts)
+    size = args.output_size or (pipe.sizes[1] if len(pipe.sizes) > 1 else pipe.sizes[0])
+    rows = {}
+    for text in args.guidance or [""]:
+        guidance = parse_stage_values(text, GUIDED, "guidance")
+        images = pipe.generate(prompts, args.images, args.seed, guidance=guidance, output_size=size)
+        accuracy = prompt_accuracy(images, [p for p in prompts for _ in range(args.images)], pipe.encoder)
+        name = text or "defaults"
+        rows[name] = {"guidance": images[0].info["unclip"]["guidance"], **accuracy}
+        print(name, " ".join(f"{k} {v:.2f}" for k, v in accuracy.items()), file=sys.stderr, flush=True)
+    return {"prompts": len(prompts), "images_per_prompt": args.images, "output_size": size, "models": pipe.models(),
+            "accuracy": rows}
+
+
+def table(result: dict) -> str:
+    rows = result["accuracy"]
+    attrs = [k for k in next(iter(rows.values())) if k != "guidance"]
+    lines = ["| guidance | " + " | ".join(attrs) + " |", "|---" * (len(attrs) + 1) + "|"]
+    for row in rows.values():
+        label = ", ".join(f"{k} {v:g}" for k, v in row["guidance"].items())
+        lines.append(f"| {label} | " + " | ".join(f"{row[a]:.2f}" for a in attrs) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="registry", help="'registry' or a folder with clip/ prior/ decoder/ ...")
+    parser.add_argument("--ref", default="champion", help="registry alias (default: champion)")
+    parser.add_argument("--tiny", action="store_true", help="tiny random models instead (a smoke run)")
+    parser.add_argument("--preset", default="demo", help="preset whose held-out shapes captions are the prompts")
+    parser.add_argument("--prompts", type=int, default=32, help="held-out prompts (default: 32)")
+    parser.add_argument("--images", type=int, default=4, help="images per prompt (default: 4)")
+    parser.add_argument("--guidance", action="append", help="per-stage guidance to compare, e.g. decoder=2 "
+                        "(repeatable; default: the pipeline's)")
+    parser.add_argument("--output-size", type=int, default=None, help="image side (default: the first upsampler's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    if args.prompts < 1 or args.images < 1:
+        parser.error("--prompts and --images must be at least 1")
+    args.compile = False
+    torch.set_num_threads(args.threads)
+    result = bench(args)
+    print(table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
