@@ -170,11 +170,12 @@ PRESETS: dict[int, dict[str, UpsamplerTrainSettings]] = {
             upsampler=_stage(1, 16, 64, (16, 32), 4, layers_per_block=1),
             train=_cpu_train(4, 4), data=DatasetConfig(num_examples=40, val_size=8, image_size=64),
             crop=16, max_train_images=32, eval_size=2),
-        # 2 DDIM steps: the last x0 estimate comes from t = 500, before the small model's leftover noise
-        # texture sets in. The demo model on 16 held-out images, PSNR against bicubic / sharpness (bicubic
-        # 0.51): 1 step -0.03 dB / 0.61, 2 steps -1.05 / 0.73, 4 steps -1.75 / 0.77, 8 steps -1.89 / 0.75.
+        # 1 DDIM step: more steps add sharpness and a leftover noise texture of the small model in flat
+        # regions. The demo model on 16 held-out images, PSNR against bicubic / sharpness (bicubic 0.51):
+        # 1 step -0.03 dB / 0.61, 2 steps -1.05 / 0.73, 4 steps -1.75 / 0.77, 8 steps -1.89 / 0.75; only
+        # 1 step keeps within 1 dB of bicubic (`--steps upsampler1=2` for the sharper trade).
         "demo": UpsamplerTrainSettings(
-            upsampler=_stage(1, 32, 128, (32, 64, 96), 2, layers_per_block=1),
+            upsampler=_stage(1, 32, 128, (32, 64, 96), 1, layers_per_block=1),
             train=_cpu_train(250, 16), data=DatasetConfig(num_examples=1000, val_size=16, image_size=128),
             max_train_images=984, eval_size=8),
         "base": UpsamplerTrainSettings(
