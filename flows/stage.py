@@ -54,6 +54,12 @@ def inputs_fingerprint(settings: Config, **inputs: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def stage_folder(workdir: str | Path, stage: str, settings: Config, inputs: dict[str, Any]) -> Path:
+    """Where a stage trains: one folder per inputs fingerprint, so an interrupted run resumes from its
+    checkpoints and a run with changed settings starts afresh instead of meeting foreign ones."""
+    return Path(workdir) / stage / inputs_fingerprint(settings, **inputs)
+
+
 def run_stage(stage: str, model_name: str, settings: Config, inputs: dict[str, Any],
               train: Callable[[tracking.MlflowTracker], tuple[Path, dict[str, float]]],
               metric: str | tuple[str, ...], higher_is_better: bool = True, force: bool = False) -> StageResult:

@@ -18,7 +18,7 @@ from clip.shards import EmbeddingShards
 from clip.spec import ClipSpec
 from core import registry
 from flows.presets import CASCADE_PRESETS, CascadeSettings, cascade_settings
-from flows.stage import StageResult, run_stage
+from flows.stage import StageResult, run_stage, stage_folder
 
 STAGES = ("clip", "prior", "decoder", "upsampler1", "upsampler2")
 MODEL_NAMES = {"clip": "unclip-clip", "prior": "unclip-prior", "decoder": "unclip-decoder",
@@ -40,13 +40,14 @@ def fetch_clip_spec(ref: str = registry.CHAMPION) -> ClipSpec:
 def train_clip_flow(settings: CascadeSettings, workdir: str = "runs", force: bool = False) -> StageResult:
     from clip.train import train_clip
 
+    inputs = {"dataset": _dataset_fingerprint(settings)}
+
     def train(tracker):
-        out = Path(workdir) / "clip"
+        out = stage_folder(workdir, "clip", settings.clip, inputs)
         spec, metrics = train_clip(settings.clip, out, tracker)
         return out / "model", metrics
 
-    data_fp = _dataset_fingerprint(settings)
-    return _publish(run_stage("clip", MODEL_NAMES["clip"], settings.clip, {"dataset": data_fp}, train,
+    return _publish(run_stage("clip", MODEL_NAMES["clip"], settings.clip, inputs, train,
                               metric="zeroshot_min", force=force))
 
 
@@ -68,11 +69,13 @@ def train_prior_flow(settings: CascadeSettings, shards: dict[str, str], workdir:
                      force: bool = False) -> StageResult:
     from prior.train import train_prior
 
-    def train(tracker):
-        return train_prior(settings.prior, shards["train"], Path(workdir) / "prior", tracker=tracker,
-                           val_shards_dir=shards["val"])
+    inputs = _shard_inputs(shards)
 
-    return _publish(run_stage("prior", MODEL_NAMES["prior"], settings.prior, _shard_inputs(shards), train,
+    def train(tracker):
+        return train_prior(settings.prior, shards["train"], stage_folder(workdir, "prior", settings.prior, inputs),
+                           tracker=tracker, val_shards_dir=shards["val"])
+
+    return _publish(run_stage("prior", MODEL_NAMES["prior"], settings.prior, inputs, train,
                               metric=("zeroshot_min", "cos_pred_image"), force=force))
 
 
@@ -81,12 +84,14 @@ def train_decoder_flow(settings: CascadeSettings, shards: dict[str, str], workdi
                        force: bool = False) -> StageResult:
     from decoder.train import train_decoder
 
+    inputs = _shard_inputs(shards)
+
     def train(tracker):
-        out = Path(workdir) / "decoder"
+        out = stage_folder(workdir, "decoder", settings.decoder, inputs)
         _, metrics = train_decoder(settings.decoder, shards["train"], out, tracker=tracker, val_shards_dir=shards["val"])
         return out / "model", metrics
 
-    return _publish(run_stage("decoder", MODEL_NAMES["decoder"], settings.decoder, _shard_inputs(shards), train,
+    return _publish(run_stage("decoder", MODEL_NAMES["decoder"], settings.decoder, inputs, train,
                               metric=("zeroshot_min", "clip_consistency"), force=force))
 
 
@@ -99,7 +104,7 @@ def train_upsampler_flow(settings: CascadeSettings, stage: int, workdir: str = "
     stage_settings = getattr(settings, name)
 
     def train(tracker):
-        return train_upsampler(stage_settings, Path(workdir) / name, tracker=tracker)
+        return train_upsampler(stage_settings, stage_folder(workdir, name, stage_settings, {}), tracker=tracker)
 
     return _publish(run_stage(name, MODEL_NAMES[name], stage_settings, {}, train, metric="psnr", force=force))
 

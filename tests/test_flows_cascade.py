@@ -67,6 +67,18 @@ def test_a_full_rerun_skips_everything(harness, cascade):
     assert {k: r.version for k, r in again.items()} == {k: r.version for k, r in cascade.items()}
 
 
+def test_changed_settings_retrain_in_a_fresh_folder(harness, cascade):
+    """A stage whose settings changed starts afresh, not from the old run's checkpoints (which a
+    different configuration cannot resume), and the old run's folder stays as it was."""
+    from flows.train import train_cascade
+
+    before = cascade["upsampler2"]
+    again = train_cascade("smoke", TINY + ["upsampler2.upsampler.sample_steps=2"], str(harness), stages=["upsampler2"])
+    after = again["upsampler2"]
+    assert not after.skipped and after.version != before.version
+    assert after.folder.parent != before.folder.parent and before.folder.is_dir()
+
+
 def test_generation_loads_every_part_by_alias(cascade):
     from unclip import UnclipPipeline
 
