@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_pipeline import load  # noqa: E402
+from bench.bench_pipeline import add_model_args, load  # noqa: E402
 from data import open_dataset  # noqa: E402
 from data.shapes import canonical_caption, parse_caption  # noqa: E402
 from flows.presets import cascade_settings  # noqa: E402
@@ -69,9 +69,7 @@ def table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="registry", help="'registry' or a folder with clip/ prior/ decoder/ ...")
-    parser.add_argument("--ref", default="champion", help="registry alias (default: champion)")
-    parser.add_argument("--tiny", action="store_true", help="tiny random models instead (a smoke run)")
+    add_model_args(parser)
     parser.add_argument("--preset", default="demo", help="preset whose held-out shapes captions are the prompts")
     parser.add_argument("--prompts", type=int, default=32, help="held-out prompts (default: 32)")
     parser.add_argument("--images", type=int, default=4, help="images per prompt (default: 4)")
@@ -80,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-size", type=int, default=None, help="image side (default: the first upsampler's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.prompts < 1 or args.images < 1:

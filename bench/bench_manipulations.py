@@ -22,12 +22,10 @@ import statistics
 import sys
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_pipeline import load  # noqa: E402
+from bench.bench_pipeline import add_model_args, load  # noqa: E402
 from clip.zeroshot import predict_attributes  # noqa: E402
 from data import DatasetConfig, open_dataset  # noqa: E402
 from data.shapes import canonical_caption  # noqa: E402
@@ -88,16 +86,13 @@ def text_diffs(pipe, pairs, thetas: list[float], output_size: int | None, steps:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="registry", help="'registry' or a folder with clip/ prior/ decoder/ ...")
-    parser.add_argument("--ref", default="champion", help="registry alias (default: champion)")
-    parser.add_argument("--tiny", action="store_true", help="tiny random models instead (a smoke run)")
+    add_model_args(parser)
     parser.add_argument("--images", type=int, default=16, help="held-out images per measurement (default: 16)")
     parser.add_argument("--steps", type=int, default=50, help="decoder DDIM steps (default: 50)")
     parser.add_argument("--thetas", default="0.25,0.5,0.75", help="text-diff θ values (default: 0.25,0.5,0.75)")
     parser.add_argument("--prior-thetas", default="0.5,1,1.5",
                         help="θ values of the prior-direction text diffs (default: 0.5,1,1.5)")
     parser.add_argument("--output-size", type=int, default=None, help="text-diff output side (default: decoder's)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     args.compile = False

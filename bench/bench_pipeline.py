@@ -48,6 +48,14 @@ def load(args: argparse.Namespace) -> UnclipPipeline:
     return UnclipPipeline.from_models_dir(args.models, **kw)
 
 
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The options `load` reads: where the models come from, and the device."""
+    parser.add_argument("--models", default="registry", help="'registry' or a folder with clip/ prior/ decoder/ ...")
+    parser.add_argument("--ref", default="champion", help="registry alias (default: champion)")
+    parser.add_argument("--tiny", action="store_true", help="tiny random models instead (a smoke run)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
 def run_once(pipe: UnclipPipeline, plan: dict, seed: int, best_of: int) -> dict[str, float]:
     import time
 
@@ -94,9 +102,7 @@ def table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="registry", help="'registry' or a folder with clip/ prior/ decoder/ ...")
-    parser.add_argument("--ref", default="champion", help="registry alias (default: champion)")
-    parser.add_argument("--tiny", action="store_true", help="tiny random models instead (a smoke run)")
+    add_model_args(parser)
     parser.add_argument("--steps", default=None, help="per-stage steps, e.g. prior=25,decoder=25 (default: the pipeline's)")
     parser.add_argument("--guidance", default=None, help="per-stage guidance, e.g. prior=4,decoder=8")
     parser.add_argument("--sampler", default="ddim", help="sampler for every stage (default: ddim)")
@@ -108,7 +114,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated torch CPU thread counts to compare (default: torch's)")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds after the warm-up (default: 3)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
