@@ -47,14 +47,11 @@ def pick_crop(image: torch.Tensor, crop: int, tries: int, g: torch.Generator) ->
     """The most detailed (largest pixel std) of `tries` random crop windows of a [3, S, S] image: flat
     crops, most of an image with large plain areas, show an upsampler no edge to learn from."""
     side = image.shape[-1]
-    best, best_std = None, -1.0
+    windows = []
     for _ in range(tries):
         top, left = (int(torch.randint(side - crop + 1, (), generator=g)) for _ in range(2))
-        window = image[:, top:top + crop, left:left + crop]
-        std = float(window.float().std()) if tries > 1 else 0.0
-        if std > best_std:
-            best, best_std = window, std
-    return best
+        windows.append(image[:, top:top + crop, left:left + crop])
+    return max(windows, key=lambda w: float(w.float().std()))
 
 
 def make_pair(image: torch.Tensor, cfg: UpsamplerConfig, crop: int, level_max: float,
