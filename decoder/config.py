@@ -59,11 +59,18 @@ class DecoderConfig(Config):
                             "output back: the U-Net runs at image_size / patch_size (cheaper top level)")
     coord_channels: bool = Field(False, description="append x/y coordinate channels to the U-Net input (CoordConv): "
                                  "positions and sizes in captions are learned much sooner")
+    draft_width: int = Field(0, ge=0, description="width of an MLP that drafts the whole image from the image and text "
+                             "embeddings; it is fitted before the U-Net (settings.draft) and frozen, and the U-Net sees "
+                             "its draft beside the noisy image. A fully connected map learns where each pixel of a "
+                             "shape goes far sooner than convolutions do (0: no draft)")
+    draft_residual: bool = Field(False, description="x0 prediction only: the U-Net predicts the correction to the draft")
     image_dropout: float = Field(0.1, ge=0, le=1, description="share of training samples with the learned null image embedding")
     text_dropout: float = Field(0.5, ge=0, le=1, description="share of training samples with the caption dropped")
 
     @model_validator(mode="after")
     def _check_resolutions(self) -> Self:
+        if self.draft_residual and not (self.draft_width and self.noise.prediction == "sample"):
+            raise ValueError("draft_residual needs a draft (draft_width > 0) and x0 prediction (noise.prediction=sample)")
         levels = len(self.unet.channel_mult)
         if self.image_size % (self.patch_size * 2 ** (levels - 1)):
             raise ValueError(f"image_size {self.image_size} is not divisible by patch_size × 2**{levels - 1} "
@@ -105,6 +112,14 @@ class DecoderEvalConfig(Config):
     seed: int = 0
 
 
+class DraftTrainConfig(Config):
+    """How the draft MLP is fitted (Adam, cosine decay) before the U-Net trains."""
+
+    steps: int = Field(3000, ge=0)
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(1e-3, gt=0)
+
+
 class DecoderSettings(Config):
     """Everything `train_decoder` needs besides the shard folders."""
 
@@ -112,6 +127,9 @@ class DecoderSettings(Config):
     train: TrainConfig
     eval: DecoderEvalConfig = DecoderEvalConfig()
     min_snr_gamma: float | None = Field(5.0, gt=0, description="Min-SNR-γ loss weighting (Hang et al. 2023); None: plain MSE")
+    outline_weight: float = Field(0.0, ge=0, description="extra loss weight on the clean image's edges (pixels next to "
+                                  "a colour change): 1 + outline_weight at the strongest edge; 0: plain per-pixel MSE")
+    draft: DraftTrainConfig = DraftTrainConfig()
     channels_last: bool = Field(True, description="channels-last memory format (faster convolutions on CPUs)")
 
 
@@ -153,7 +171,9 @@ PRESETS: dict[str, DecoderSettings] = {
             unet=UNetConfig(channels=16, channel_mult=(1, 2), layers_per_block=1, attention_resolutions=(8,),
                             head_dim=16, context_dim=32, norm_groups=8, dropout=0.0),
             noise=NoiseConfig(prediction="sample", snr_shift=0.25, train_steps=100),
+            draft_width=32,
         ),
+        draft=DraftTrainConfig(steps=20, batch_size=8),
         train=TrainConfig(steps=10, batch_size=8, lr=1e-3, warmup_steps=2, ema_decay=0.9, log_every=5),
         eval=DecoderEvalConfig(size=8, steps=5, invert_size=4, invert_steps=5, grid=4, batch_size=8),
         channels_last=False,

@@ -34,7 +34,7 @@ def build_unet(cfg: DecoderConfig, context_dim: int) -> UNet2DConditionModel:
     up = tuple("SimpleCrossAttnUpBlock2D" if a else plain_up for a in reversed(attention))
     return UNet2DConditionModel(
         sample_size=cfg.unet_size,
-        in_channels=(5 if cfg.coord_channels else 3) * cfg.patch_size**2,
+        in_channels=(5 if cfg.coord_channels else 3) * cfg.patch_size**2 + (3 * cfg.patch_size**2 if cfg.draft_width else 0),
         out_channels=3 * cfg.patch_size**2,  # fixed variance: no learned-variance channels
         down_block_types=down,
         up_block_types=up,
@@ -78,6 +78,11 @@ class Decoder(nn.Module):
         self.unet = build_unet(cfg, cfg.unet.context_dim)
         self.text_proj = build_text_proj(cfg, time_embed_dim=cfg.unet.block_channels[0] * 4)
         self.embed_scale = math.sqrt(cfg.embed_dim) if cfg.scale_embeds else 1.0
+        self.draft = None
+        if cfg.draft_width:
+            w = cfg.draft_width
+            self.draft = nn.Sequential(nn.Linear(2 * cfg.embed_dim, w), nn.SiLU(), nn.Linear(w, w), nn.SiLU(),
+                                       nn.Linear(w, 3 * cfg.image_size**2))
         side = torch.linspace(-1, 1, cfg.image_size)
         self.register_buffer("coords", torch.stack(torch.meshgrid(side, side, indexing="xy"))[None], persistent=False)
 
@@ -113,9 +118,19 @@ class Decoder(nn.Module):
             t = t.expand(x.shape[0])
         if self.cfg.coord_channels:
             x = torch.cat([x, self.coords.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
-        out = self.unet(F.pixel_unshuffle(x, self.cfg.patch_size), t, encoder_hidden_states=context,
+        x = F.pixel_unshuffle(x, self.cfg.patch_size)
+        if self.draft is not None:
+            draft = self.draw_draft(image_embeds, text_embeds)
+            x = torch.cat([x, F.pixel_unshuffle(draft.detach(), self.cfg.patch_size)], 1)
+        out = self.unet(x, t, encoder_hidden_states=context,
                         class_labels=time_embeds, attention_mask=mask, return_dict=False)[0]
-        return F.pixel_shuffle(out, self.cfg.patch_size)
+        out = F.pixel_shuffle(out, self.cfg.patch_size)
+        return out + draft.detach() if self.cfg.draft_residual else out
+
+    def draw_draft(self, image_embeds: Tensor, text_embeds: Tensor) -> Tensor:
+        """The draft MLP's image [B, 3, S, S] for these (already dropped-out) embeddings."""
+        size = self.cfg.image_size
+        return self.draft(torch.cat([image_embeds, text_embeds], 1) * self.embed_scale).view(-1, 3, size, size)
 
     def unconditional(self, batch: int, tokens: int, device: torch.device | str,
                       dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import trange
 
 from clip.shards import EmbeddingShards
 from clip.spec import check_same_clip
@@ -73,6 +74,22 @@ def snr_weights(scheduler, t: torch.Tensor, gamma: float | None) -> torch.Tensor
     return clipped
 
 
+def outline_weights(x0: torch.Tensor, strength: float) -> torch.Tensor:
+    """Per-pixel loss weights [B, 1, H, W]: 1 + strength × the image's edge strength (the colour change
+    to the right and below, spread to the 3×3 neighbourhood, scaled to 1 at each image's strongest edge)."""
+    dx = F.pad((x0[..., :, 1:] - x0[..., :, :-1]).abs(), (0, 1))
+    dy = F.pad((x0[..., 1:, :] - x0[..., :-1, :]).abs(), (0, 0, 0, 1))
+    edges = F.max_pool2d((dx + dy).sum(1, keepdim=True), 3, stride=1, padding=1)
+    return 1 + strength * edges / edges.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+
+
+def image_error(diff: torch.Tensor, pixel: torch.Tensor | None) -> torch.Tensor:
+    """Per-image mean squared error [B], weighted per pixel by `pixel` [B, 1, H, W] when given."""
+    if pixel is None:
+        return diff.pow(2).mean(dim=(1, 2, 3))
+    return (diff.pow(2) * pixel).sum(dim=(1, 2, 3)) / (pixel.sum(dim=(1, 2, 3)) * diff.shape[1])
+
+
 def make_loss(settings: DecoderSettings):
     cfg = settings.decoder
     scheduler = training_scheduler(cfg.noise)
@@ -87,7 +104,8 @@ def make_loss(settings: DecoderSettings):
         drop_image = torch.rand(b, device=x0.device) < cfg.image_dropout
         drop_text = torch.rand(b, device=x0.device) < cfg.text_dropout
         out = model(x_t, t, **{k: batch[k] for k in CONDITIONS}, drop_image=drop_image, drop_text=drop_text)
-        err = (out.float() - training_target(scheduler, x0, noise, t)).pow(2).mean(dim=(1, 2, 3))
+        pixel = outline_weights(x0.float(), settings.outline_weight) if settings.outline_weight else None
+        err = image_error(out.float() - training_target(scheduler, x0, noise, t), pixel)
         weights = snr_weights(scheduler, t, settings.min_snr_gamma)
         return err.mean() if weights is None else (err * weights).mean()
     return loss_fn
@@ -111,6 +129,8 @@ def train_decoder(settings: DecoderSettings, shards_dir: str | Path, out_dir: st
         model = model.to(memory_format=torch.channels_last)
     log.info("decoder: %.2fM parameters, %d training examples at %d px", sum(p.numel() for p in model.parameters()) / 1e6,
              data["images"].shape[0], size)
+    if model.draft is not None:
+        fit_draft(model, data, settings)
     result = fit(model, make_loss(settings), tensor_batches(data, settings.train.batch_size, settings.train.seed),
                  settings.train, out_dir / "run", run_config=settings, evaluate=evaluate, tracker=tracker,
                  accelerator=acc, desc="decoder")
@@ -120,6 +140,31 @@ def train_decoder(settings: DecoderSettings, shards_dir: str | Path, out_dir: st
         write_json(out_dir / "model" / "train_settings.json", settings)
     acc.wait_for_everyone()
     return result.ema, result.metrics
+
+
+def fit_draft(model: Decoder, data: dict[str, torch.Tensor], settings: DecoderSettings) -> None:
+    """Fit the decoder's draft MLP to the training images (with the decoder's guidance dropout), then freeze it."""
+    cfg, train = settings.decoder, settings.draft
+    params = list(model.draft.parameters())
+    optimizer = torch.optim.Adam(params, lr=train.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(train.steps, 1))
+    generator = torch.Generator().manual_seed(settings.train.seed)
+    n = data["images"].shape[0]
+    for _ in trange(train.steps, desc="decoder draft", mininterval=2):
+        rows = torch.randint(0, n, (train.batch_size,), generator=generator)
+        drop_image = torch.rand(train.batch_size, generator=generator) < cfg.image_dropout
+        drop_text = torch.rand(train.batch_size, generator=generator) < cfg.text_dropout
+        cond = model.drop_conditions(*(data[k][rows].float() for k in CONDITIONS), drop_image, drop_text)
+        x0 = data["images"][rows].float() / 127.5 - 1
+        pixel = outline_weights(x0, settings.outline_weight) if settings.outline_weight else None
+        loss = image_error(model.draw_draft(cond["image_embeds"], cond["text_embeds"]) - x0, pixel).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    for p in params:
+        p.requires_grad_(False)
+    log.info("decoder draft: %d steps, last loss %.4f", train.steps, float(loss.detach()) if train.steps else float("nan"))
 
 
 def _for_clip(settings: DecoderSettings, embed_dim: int, text_width: int):

@@ -169,3 +169,30 @@ def test_patch_size_runs_the_unet_on_a_smaller_grid():
         tiny_config(patch_size=3)
     with pytest.raises(ConfigError, match="attention_resolutions"):
         tiny_config(patch_size=2, unet=tiny_config().unet.override(attention_resolutions=(16,)))  # grid is 8 → 4
+
+
+def test_the_draft_is_an_input_and_with_draft_residual_the_base_of_the_prediction():
+    decoder = tiny_decoder(draft_width=32, patch_size=2, unet=tiny_config().unet.override(attention_resolutions=(4,)))
+    x, t, cond = inputs()
+    seen = {}
+    decoder.unet.conv_in.register_forward_hook(lambda m, args, out: seen.update(input=args[0]))
+    with torch.no_grad():
+        out = decoder(x, t, **cond)
+        draft = decoder.draw_draft(cond["image_embeds"], cond["text_embeds"])
+    assert out.shape == x.shape and draft.shape == x.shape
+    assert seen["input"].shape[1] == 3 * 4 + 3 * 4  # 2×2 patches of the noisy image, then of the draft
+    assert torch.equal(seen["input"][:, 12:], torch.nn.functional.pixel_unshuffle(draft, 2))
+    # the draft reads both embeddings
+    with torch.no_grad():
+        other_text = decoder.draw_draft(cond["image_embeds"], torch.zeros_like(cond["text_embeds"]))
+    assert not torch.allclose(draft, other_text)
+
+    residual = tiny_decoder(draft_width=32, draft_residual=True, noise=tiny_config().noise.override(prediction="sample"))
+    plain = tiny_decoder(draft_width=32, noise=tiny_config().noise.override(prediction="sample"))
+    with torch.no_grad():
+        gap = residual(x, t, **cond) - plain(x, t, **cond)  # same seed, same weights: the gap is the draft
+        assert torch.allclose(gap, residual.draw_draft(cond["image_embeds"], cond["text_embeds"]), atol=1e-6)
+    with pytest.raises(ConfigError, match="draft_residual"):
+        tiny_config(draft_residual=True)  # v-prediction
+    with pytest.raises(ConfigError, match="draft_residual"):
+        tiny_config(draft_residual=True, noise=tiny_config().noise.override(prediction="sample"))  # no draft

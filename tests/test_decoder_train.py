@@ -16,7 +16,7 @@ from data.shapes import canonical_caption, render, sample_attributes
 from decoder.config import settings_for
 from decoder.io import load_decoder, save_decoder
 from decoder.testing import tiny_decoder
-from decoder.train import resize_images, train_decoder
+from decoder.train import outline_weights, resize_images, train_decoder
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -120,3 +120,42 @@ def test_resize_keeps_flat_colours_exact():
     images[:, :, :16, :16] = 17
     small = resize_images(images, 16)
     assert small.shape == (2, 3, 16, 16) and set(small.unique().tolist()) == {0, 17, 200}
+
+
+def test_outline_weights_mark_the_object_edges_only():
+    x0 = -torch.ones(2, 3, 16, 16)
+    x0[0, :, 5:9, 5:9] = 1  # a square on the first image, the second is flat
+    w = outline_weights(x0, 4.0)
+    assert w.shape == (2, 1, 16, 16)
+    assert torch.equal(w[1], torch.ones(1, 16, 16))  # a flat image keeps the plain loss
+    assert float(w[0].max()) == pytest.approx(5.0)
+    assert w[0, 0, 0, 0] == 1 and w[0, 0, 6, 6] == 1  # far outside and deep inside: no extra weight
+    assert w[0, 0, 4, 6] > 1 and w[0, 0, 5, 6] > 1 and w[0, 0, 8, 6] > 1 and w[0, 0, 9, 6] > 1  # both sides of an edge
+
+
+def test_the_draft_is_fitted_to_the_images_then_frozen():
+    from decoder.config import DraftTrainConfig
+    from decoder.testing import SIZE, fake_caption, fake_image_embeds
+    from decoder.train import fit_draft
+
+    decoder = tiny_decoder(draft_width=64)
+    n = 8
+    text = fake_caption(n)
+    images = torch.zeros(n, 3, SIZE, SIZE, dtype=torch.uint8)
+    for i in range(n):  # each embedding has its own square
+        images[i, :, i:i + 6, 2:8] = 255
+    data = {"image_embeds": fake_image_embeds(n), "text_embeds": text.embeds, "text_tokens": text.tokens,
+            "text_mask": text.mask, "images": images}
+    settings = settings_for("smoke").override(decoder=decoder.cfg.override(image_dropout=0.0),
+                                              draft=DraftTrainConfig(steps=300, batch_size=8, lr=3e-3))
+    target = images.float() / 127.5 - 1
+
+    def error():
+        with torch.no_grad():
+            return float((decoder.draw_draft(data["image_embeds"], data["text_embeds"]) - target).pow(2).mean())
+    before, unet_before = error(), decoder.unet.conv_in.weight.clone()
+    fit_draft(decoder, data, settings)
+    assert error() < 0.1 * before
+    assert not any(p.requires_grad for p in decoder.draft.parameters())
+    assert all(p.requires_grad for p in decoder.unet.parameters())
+    assert torch.equal(decoder.unet.conv_in.weight, unet_before)  # only the draft moved
