@@ -10,7 +10,8 @@ each variant's total relative to the first. Only bf16 on a CPU with AMX-BF16 (or
 
 diffusers' deprecated UnCLIPPipeline is not compared: it needs a transformers CLIP text model (the
 demo CLIP is an open_clip model), runs every stage with UnCLIPScheduler, and calls its super-resolution
-U-Nets without the noise-level class labels our upsamplers are conditioned on.
+U-Nets without the noise-level class labels our upsamplers are conditioned on; and a decoder with a
+draft (the demo's) takes input channels that its decoder call does not pass.
 """
 
 from __future__ import annotations

@@ -164,6 +164,21 @@ class DecoderSettings(Config):
 #   missed) and the DDIM inversion round trip drops from 38 dB to 27 dB. Guidance for this model (1,100
 #   steps, 100 images): 1.0 0.60/0.23/0.90/0.99/0.98, 1.5 0.77/0.23/0.89/0.99/0.99, 2.0 0.84/0.25/0.83/0.99/0.99
 #   (300 images: 0.84/0.23/0.84/0.98/0.98), 3.0 0.85/0.30/0.63/0.97/1.00, 4.0 0.81/0.30/0.50/0.93/0.97.
+# - The draft (draft_width 512) and outline_weight 8. Even from a clean input, the x0 prediction above
+#   did not carry the object's shape (pixel check 0.62 at t = 0): the outline is a few percent of the
+#   pixels, so it is a few percent of the loss, and convolutions learn slowly where each pixel of a star
+#   goes. A plain MLP fitted from the embeddings to the images does (pixel check of the shape, 300 held-out
+#   images, batch 16: 0.65 after 1,400 steps; 0.88 with outline weight 8; image + text embedding, batch 128,
+#   3,000 steps (~100 s): 0.95, the real images' 0.96). Fitted first, frozen, its draft is given to the U-Net
+#   beside the noisy image. 700 steps, guidance 2, zero-shot (pixel check of the shape): without 0.75/0.25/
+#   0.82/0.98/0.98 (0.59); outline weight 8 0.84/0.26/0.75/0.98/0.99 (0.66); a learned layout map instead of the
+#   draft 0.76/0.28/0.72/0.93/0.99 (0.53); the draft trained along with the U-Net 0.72/0.32/0.72/0.89/1.00
+#   (0.60); fitted first 0.93/0.44/0.62/0.92/1.00 (0.86); draft_residual 0.62/0.38/0.51/0.43/0.93 (0.98:
+#   right shapes, but the draft's faint halos stay and CLIP misreads them). 1,100 steps,
+#   guidance 1.5: 0.95/0.47/0.84/0.99/1.00 (0.92), CLIP consistency 0.83 (0.75 before), inversion 29.0 dB
+#   (26.2); guidance 1.0 0.84/0.43/0.93/0.98/1.00, 2.0 0.95/0.42/0.65/0.95/1.00; 6,000 draft fits
+#   0.96/0.52/0.76/0.98/1.00 (0.92). CLIP still reads the shape of decoded images far below the pixel
+#   check: it was trained on clean renderings only and the decoded ones keep faint halos and soft edges.
 PRESETS: dict[str, DecoderSettings] = {
     "smoke": DecoderSettings(
         decoder=DecoderConfig(
