@@ -34,7 +34,8 @@ def build_unet(cfg: DecoderConfig, context_dim: int) -> UNet2DConditionModel:
     up = tuple("SimpleCrossAttnUpBlock2D" if a else plain_up for a in reversed(attention))
     return UNet2DConditionModel(
         sample_size=cfg.unet_size,
-        in_channels=(5 if cfg.coord_channels else 3) * cfg.patch_size**2 + (3 * cfg.patch_size**2 if cfg.draft_width else 0),
+        # per pixel: the noisy image, then the x/y coordinates and the draft where present
+        in_channels=(3 + 2 * cfg.coord_channels + 3 * bool(cfg.draft_width)) * cfg.patch_size**2,
         out_channels=3 * cfg.patch_size**2,  # fixed variance: no learned-variance channels
         down_block_types=down,
         up_block_types=up,
@@ -120,12 +121,12 @@ class Decoder(nn.Module):
             x = torch.cat([x, self.coords.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
         x = F.pixel_unshuffle(x, self.cfg.patch_size)
         if self.draft is not None:
-            draft = self.draw_draft(image_embeds, text_embeds)
-            x = torch.cat([x, F.pixel_unshuffle(draft.detach(), self.cfg.patch_size)], 1)
+            draft = self.draw_draft(image_embeds, text_embeds).detach()
+            x = torch.cat([x, F.pixel_unshuffle(draft, self.cfg.patch_size)], 1)
         out = self.unet(x, t, encoder_hidden_states=context,
                         class_labels=time_embeds, attention_mask=mask, return_dict=False)[0]
         out = F.pixel_shuffle(out, self.cfg.patch_size)
-        return out + draft.detach() if self.cfg.draft_residual else out
+        return out + draft if self.cfg.draft_residual else out
 
     def draw_draft(self, image_embeds: Tensor, text_embeds: Tensor) -> Tensor:
         """The draft MLP's image [B, 3, S, S] for these (already dropped-out) embeddings."""

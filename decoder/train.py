@@ -22,6 +22,7 @@ from clip.spec import check_same_clip
 from core.checkpoint import write_json
 from core.diffusion import training_scheduler, training_target
 from core.errors import ConfigError
+from core.train_state import find_latest
 from core.trainer import Tracker, fit, make_accelerator, tensor_batches
 from decoder.config import DecoderSettings, settings_for
 from decoder.io import save_decoder
@@ -83,10 +84,11 @@ def outline_weights(x0: torch.Tensor, strength: float) -> torch.Tensor:
     return 1 + strength * edges / edges.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
 
 
-def image_error(diff: torch.Tensor, pixel: torch.Tensor | None) -> torch.Tensor:
-    """Per-image mean squared error [B], weighted per pixel by `pixel` [B, 1, H, W] when given."""
-    if pixel is None:
+def image_error(diff: torch.Tensor, x0: torch.Tensor, outline_weight: float) -> torch.Tensor:
+    """Per-image mean squared error [B] of `diff`, weighted toward the edges of the clean images `x0`."""
+    if not outline_weight:
         return diff.pow(2).mean(dim=(1, 2, 3))
+    pixel = outline_weights(x0.float(), outline_weight)
     return (diff.pow(2) * pixel).sum(dim=(1, 2, 3)) / (pixel.sum(dim=(1, 2, 3)) * diff.shape[1])
 
 
@@ -104,8 +106,7 @@ def make_loss(settings: DecoderSettings):
         drop_image = torch.rand(b, device=x0.device) < cfg.image_dropout
         drop_text = torch.rand(b, device=x0.device) < cfg.text_dropout
         out = model(x_t, t, **{k: batch[k] for k in CONDITIONS}, drop_image=drop_image, drop_text=drop_text)
-        pixel = outline_weights(x0.float(), settings.outline_weight) if settings.outline_weight else None
-        err = image_error(out.float() - training_target(scheduler, x0, noise, t), pixel)
+        err = image_error(out.float() - training_target(scheduler, x0, noise, t), x0, settings.outline_weight)
         weights = snr_weights(scheduler, t, settings.min_snr_gamma)
         return err.mean() if weights is None else (err * weights).mean()
     return loss_fn
@@ -130,7 +131,10 @@ def train_decoder(settings: DecoderSettings, shards_dir: str | Path, out_dir: st
     log.info("decoder: %.2fM parameters, %d training examples at %d px", sum(p.numel() for p in model.parameters()) / 1e6,
              data["images"].shape[0], size)
     if model.draft is not None:
-        fit_draft(model, data, settings)
+        if find_latest(out_dir / "run") is None:
+            fit_draft(model, data, settings)
+        else:  # resuming: the checkpoint holds the fitted draft
+            model.draft.requires_grad_(False)
     result = fit(model, make_loss(settings), tensor_batches(data, settings.train.batch_size, settings.train.seed),
                  settings.train, out_dir / "run", run_config=settings, evaluate=evaluate, tracker=tracker,
                  accelerator=acc, desc="decoder")
@@ -145,8 +149,7 @@ def train_decoder(settings: DecoderSettings, shards_dir: str | Path, out_dir: st
 def fit_draft(model: Decoder, data: dict[str, torch.Tensor], settings: DecoderSettings) -> None:
     """Fit the decoder's draft MLP to the training images (with the decoder's guidance dropout), then freeze it."""
     cfg, train = settings.decoder, settings.draft
-    params = list(model.draft.parameters())
-    optimizer = torch.optim.Adam(params, lr=train.lr)
+    optimizer = torch.optim.Adam(model.draft.parameters(), lr=train.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(train.steps, 1))
     generator = torch.Generator().manual_seed(settings.train.seed)
     n = data["images"].shape[0]
@@ -156,14 +159,12 @@ def fit_draft(model: Decoder, data: dict[str, torch.Tensor], settings: DecoderSe
         drop_text = torch.rand(train.batch_size, generator=generator) < cfg.text_dropout
         cond = model.drop_conditions(*(data[k][rows].float() for k in CONDITIONS), drop_image, drop_text)
         x0 = data["images"][rows].float() / 127.5 - 1
-        pixel = outline_weights(x0, settings.outline_weight) if settings.outline_weight else None
-        loss = image_error(model.draw_draft(cond["image_embeds"], cond["text_embeds"]) - x0, pixel).mean()
+        loss = image_error(model.draw_draft(cond["image_embeds"], cond["text_embeds"]) - x0, x0, settings.outline_weight).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
-    for p in params:
-        p.requires_grad_(False)
+    model.draft.requires_grad_(False)
     log.info("decoder draft: %d steps, last loss %.4f", train.steps, float(loss.detach()) if train.steps else float("nan"))
 
 

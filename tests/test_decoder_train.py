@@ -45,13 +45,15 @@ def make_shards(folder, spec, split: str, count: int, image_size: int = 32):
                         image_size=image_size)
 
 
+SMOKE = ["train.steps=3", "train.batch_size=8", "eval.size=4", "eval.invert_size=2", "eval.steps=3", "eval.invert_steps=4"]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, clip_spec):
     root = tmp_path_factory.mktemp("decoder")
     make_shards(root / "train", clip_spec, "train", 24)
     make_shards(root / "val", clip_spec, "val", 6)
-    settings = settings_for("smoke", ["train.steps=3", "train.batch_size=8", "eval.size=4", "eval.invert_size=2",
-                                      "eval.steps=3", "eval.invert_steps=4"])
+    settings = settings_for("smoke", SMOKE)
     decoder, metrics = train_decoder(settings, root / "train", root / "out", val_shards_dir=root / "val")
     return root, decoder, metrics
 
@@ -70,6 +72,17 @@ def test_training_writes_a_loadable_decoder_and_metrics(trained, clip_spec):
             "text_mask": torch.ones(2, 16, dtype=torch.bool)}
     with torch.no_grad():
         assert torch.allclose(loaded(x, t, **cond), decoder.float().eval()(x, t, **cond), atol=1e-5)
+
+
+def test_a_resumed_run_takes_the_fitted_draft_from_its_checkpoint(trained, monkeypatch):
+    root, decoder, _ = trained
+    assert decoder.draft is not None  # the smoke preset drafts
+    monkeypatch.setattr("decoder.train.fit_draft", lambda *a, **k: pytest.fail("the draft was fitted again"))
+    settings = settings_for("smoke", SMOKE)
+    resumed, _ = train_decoder(settings, root / "train", root / "out")
+    assert not any(p.requires_grad for p in resumed.draft.parameters())
+    for a, b in zip(resumed.draft.parameters(), decoder.draft.parameters()):
+        assert torch.equal(a, b)
 
 
 def test_save_load_round_trip_and_refusals(tmp_path, clip_spec):
