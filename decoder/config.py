@@ -179,6 +179,9 @@ class DecoderSettings(Config):
 #   (26.2); guidance 1.0 0.84/0.43/0.93/0.98/1.00, 2.0 0.95/0.42/0.65/0.95/1.00; 6,000 draft fits
 #   0.96/0.52/0.76/0.98/1.00 (0.92). CLIP still reads the shape of decoded images far below the pixel
 #   check: it was trained on clean renderings only and the decoded ones keep faint halos and soft edges.
+#   With the CLIP trained on degraded images (clip/augment.py), 1,100 steps: this preset 0.99/0.73/0.99/1.00/
+#   1.00 (0.91) at guidance 1.5; draft_residual 0.98/0.59/0.91/0.97/1.00 (0.99) at 1.5, 1.00/0.75/0.98/1.00/
+#   1.00 (0.97) at 1.0: within the noise of 100 images, so the preset keeps the plain draft.
 PRESETS: dict[str, DecoderSettings] = {
     "smoke": DecoderSettings(
         decoder=DecoderConfig(
