@@ -8,8 +8,14 @@
 from __future__ import annotations
 
 import argparse
+import contextvars
+import threading
+from collections.abc import Callable
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
+import torch
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -21,6 +27,7 @@ from flows.presets import CASCADE_PRESETS, CascadeSettings, cascade_settings
 from flows.stage import StageResult, run_stage, stage_folder
 
 STAGES = ("clip", "prior", "decoder", "upsampler1", "upsampler2")
+T = TypeVar("T")
 MODEL_NAMES = {"clip": "unclip-clip", "prior": "unclip-prior", "decoder": "unclip-decoder",
                "upsampler1": "unclip-upsampler-1", "upsampler2": "unclip-upsampler-2"}
 
@@ -109,30 +116,68 @@ def train_upsampler_flow(settings: CascadeSettings, stage: int, workdir: str = "
     return _publish(run_stage(name, MODEL_NAMES[name], stage_settings, {}, train, metric="psnr", force=force))
 
 
+# Stages that need nothing but the shards (or nothing at all), longest first on the demo preset, so
+# that with 2 lanes the decoder trains in one while the other takes the rest in turn.
+SIDE_BY_SIDE = ("decoder", "upsampler2", "prior", "upsampler1")
+
+
 @flow(name="train-cascade", log_prints=True)
 def train_cascade(preset: str = "demo", overrides: list[str] | None = None, workdir: str = "runs",
                   stages: list[str] | None = None, force: bool = False) -> dict[str, StageResult]:
-    """Train every stage in order; stages whose inputs are unchanged and already registered are skipped."""
+    """Train every stage; stages whose inputs are unchanged and already registered are skipped.
+    CLIP and the embedding come first; then `settings.lanes` of the other stages train at once."""
     settings = cascade_settings(preset, overrides or [])
     wanted = stages or list(STAGES)
     results: dict[str, StageResult] = {}
     if "clip" in wanted:
         results["clip"] = train_clip_flow(settings, workdir, force)
-        spec = ClipSpec.load(results["clip"].folder)
-    else:
-        spec = fetch_clip_spec()
+    shards = {}
     if {"prior", "decoder"} & set(wanted):
+        spec = ClipSpec.load(results["clip"].folder) if "clip" in results else fetch_clip_spec()
         shards = embed_flow(settings, spec, workdir)
-        if "prior" in wanted:
-            results["prior"] = train_prior_flow(settings, shards, workdir, force)
-        if "decoder" in wanted:
-            results["decoder"] = train_decoder_flow(settings, shards, workdir, force)
-    for stage in (1, 2):
-        if f"upsampler{stage}" in wanted:
-            results[f"upsampler{stage}"] = train_upsampler_flow(settings, stage, workdir, force)
+    jobs = {
+        "decoder": lambda: train_decoder_flow(settings, shards, workdir, force),
+        "upsampler2": lambda: train_upsampler_flow(settings, 2, workdir, force),
+        "prior": lambda: train_prior_flow(settings, shards, workdir, force),
+        "upsampler1": lambda: train_upsampler_flow(settings, 1, workdir, force),
+    }
+    results.update(run_lanes({name: jobs[name] for name in SIDE_BY_SIDE if name in wanted}, settings.lanes))
+    results = {name: results[name] for name in STAGES if name in results}
     create_markdown_artifact(key="unclip-cascade", markdown="\n".join(r.markdown() for r in results.values()),
                              description=f"cascade {preset}")
     return results
+
+
+def run_lanes(jobs: dict[str, Callable[[], T]], lanes: int) -> dict[str, T]:
+    """Run the jobs in order, `lanes` at a time, each in a thread with its share of torch's CPU threads
+    (and a copy of the caller's context, so their Prefect flows nest under the caller's). After a
+    failure no further job starts; the first failure is raised once the running ones end."""
+    lanes = min(lanes, len(jobs))
+    if lanes <= 1:
+        return {name: job() for name, job in jobs.items()}
+    total = torch.get_num_threads()
+    share = max(1, total // lanes)
+    failed = threading.Event()
+
+    def run(job: Callable[[], T]) -> T:
+        if failed.is_set():
+            raise CancelledError
+        torch.set_num_threads(share)  # OpenMP keeps a thread count per calling thread
+        try:
+            return job()
+        except BaseException:
+            failed.set()
+            raise
+
+    try:
+        with ThreadPoolExecutor(lanes, thread_name_prefix="unclip-lane") as pool:
+            futures = {name: pool.submit(contextvars.copy_context().run, run, job) for name, job in jobs.items()}
+    finally:
+        torch.set_num_threads(total)  # MKL's count is process-wide: give the caller its threads back
+    errors = [f.exception() for f in futures.values() if not isinstance(f.exception(), CancelledError | None)]
+    if errors:
+        raise errors[0]
+    return {name: future.result() for name, future in futures.items()}
 
 
 def _dataset_fingerprint(settings: CascadeSettings) -> str:

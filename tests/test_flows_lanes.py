@@ -1,0 +1,106 @@
+"""flows.train.run_lanes: stages trained side by side, each with its share of the CPU threads."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+
+import pytest
+import torch
+
+from flows.train import run_lanes
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_jobs_run_side_by_side_with_a_share_of_the_threads(two_threads):
+    barrier = threading.Barrier(2, timeout=10)  # broken (an error) unless both jobs run at once
+    seen = {}
+
+    def job(name):
+        def run():
+            barrier.wait()
+            seen[name] = torch.get_num_threads()
+            return name.upper()
+        return run
+
+    out = run_lanes({"a": job("a"), "b": job("b")}, lanes=2)
+    assert out == {"a": "A", "b": "B"}
+    assert seen == {"a": 1, "b": 1}
+    assert torch.get_num_threads() == 2  # the caller keeps its threads
+
+
+def test_one_lane_runs_in_order_in_the_calling_thread(two_threads):
+    order = []
+    caller = threading.get_ident()
+
+    def job(name):
+        def run():
+            order.append((name, threading.get_ident() == caller, torch.get_num_threads()))
+            return name
+        return run
+
+    assert run_lanes({"x": job("x"), "y": job("y"), "z": job("z")}, lanes=1) == {"x": "x", "y": "y", "z": "z"}
+    assert order == [("x", True, 2), ("y", True, 2), ("z", True, 2)]
+
+
+def test_more_lanes_than_jobs_gives_each_job_the_threads_it_can_have(two_threads):
+    assert run_lanes({"only": torch.get_num_threads}, lanes=4) == {"only": 2}
+
+
+def test_at_most_lanes_jobs_run_at_once(two_threads):
+    running, peak, lock = 0, 0, threading.Lock()
+
+    def job():
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return True
+
+    assert run_lanes({str(i): job for i in range(5)}, lanes=2) == {str(i): True for i in range(5)}
+    assert peak == 2
+
+
+def test_a_failure_is_raised_and_no_later_job_starts(two_threads):
+    started = []
+    release = threading.Event()
+
+    def fail():
+        started.append("fail")
+        raise ValueError("stage broke")
+
+    def slow():
+        started.append("slow")
+        release.wait(5)
+        return "slow"
+
+    def later():
+        started.append("later")
+        return "later"
+
+    def release_soon():
+        time.sleep(0.2)
+        release.set()
+
+    threading.Thread(target=release_soon).start()
+    with pytest.raises(ValueError, match="stage broke"):
+        run_lanes({"slow": slow, "fail": fail, "later": later}, lanes=2)
+    assert sorted(started) == ["fail", "slow"]  # the running job ends; the queued one never starts
+    assert torch.get_num_threads() == 2
+
+
+def test_jobs_see_the_callers_context(two_threads):
+    var = contextvars.ContextVar("var", default="unset")
+    var.set("caller")
+    assert run_lanes({"a": var.get, "b": var.get}, lanes=2) == {"a": "caller", "b": "caller"}
