@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=64, help="also store images at this size (0: none)")
     parser.add_argument("--shard-size", type=int, default=2048)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--preset", help="start from this CLIP training preset's dataset (the split the cascade "
+                        "embeds, e.g. demo) instead of the dataset defaults; --set changes it further")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="dataset setting, e.g. source=folder, path=/data/pets (repeatable)")
     args = parser.parse_args(argv)
@@ -151,7 +153,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def job():
         spec = load_clip_spec(args.clip)
-        shards = embed_dataset(spec, apply_overrides(DatasetConfig(), args.overrides), args.split, args.out,
+        data = DatasetConfig()
+        if args.preset:
+            from clip.train import settings_for
+
+            data = settings_for(args.preset).data
+        shards = embed_dataset(spec, apply_overrides(data, args.overrides), args.split, args.out,
                                image_size=args.image_size or None, shard_size=args.shard_size, device=args.device)
         print(f"{shards.count} examples embedded into {args.out} ({len(shards.index['shards'])} shards)")
         check_same_clip(spec, shards.spec, "embedding shards")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 import open_clip
@@ -173,11 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--track", action="store_true", help="log the run to MLflow (rank 0 only)")
     args = parser.parse_args(argv)
     from core.cli import report, run_cli
-    from core.tracking import main_process_run
 
     def job():
         settings = settings_for(args.preset, args.overrides)
-        with main_process_run("unclip-clip", enabled=args.track) as tracker:
+        run = nullcontext()  # without --track MLflow is not imported: the stage runs where only torch is set up
+        if args.track:
+            from core.tracking import main_process_run
+
+            run = main_process_run("unclip-clip")
+        with run as tracker:
             if tracker is not None:
                 tracker.log_params(settings.model_dump(mode="json"))
             spec, metrics = train_clip(settings, args.out, tracker)

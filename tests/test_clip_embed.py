@@ -81,3 +81,17 @@ def test_bad_rows_are_counted_not_fatal(spec, tmp_path):
 def test_missing_shards_are_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="clip.embed"):
         EmbeddingShards.open(tmp_path)
+
+
+def test_command_line_preset_embeds_the_split_that_preset_trains_on(spec, tmp_path):
+    from clip.embed import main
+    from clip.train import settings_for
+
+    val_size = settings_for("smoke").data.val_size  # the smoke CLIP's held-out split, not the dataset default
+    folder = spec.save(tmp_path / "clip").parent
+    assert main(["--clip", str(folder), "--preset", "smoke", "--split", "val", "--image-size", "0",
+                 "--out", str(tmp_path / "val")]) == 0
+    assert EmbeddingShards.open(tmp_path / "val").count == val_size != DatasetConfig().val_size
+    assert main(["--clip", str(folder), "--preset", "smoke", "--set", "val_size=7", "--split", "val",
+                 "--image-size", "0", "--out", str(tmp_path / "val7")]) == 0
+    assert EmbeddingShards.open(tmp_path / "val7").count == 7

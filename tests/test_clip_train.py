@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -83,3 +85,13 @@ def test_hard_negative_batches_hold_near_but_not_identical_captions():
             assert shared >= words[anchor].sum() - 2, "neighbours differ in at most a couple of words"
     random_only = make_batches(bank, ids, batch_size=32, seed=0)
     assert sum(len(b[1]) for b in random_only(0, 0, 1)) == 384
+
+
+def test_command_line_trains_without_importing_mlflow_unless_tracking(tmp_path, monkeypatch):
+    from clip.train import main
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # any import of it fails
+    monkeypatch.setitem(sys.modules, "core.tracking", None)
+    assert main(["--preset", "smoke", "--out", str(tmp_path), "--set", "train.steps=1", "--set", "data.num_examples=60",
+                 "--set", "data.val_size=10", "--set", "eval_size=10"]) == 0
+    assert (tmp_path / "model" / "model.safetensors").is_file()
