@@ -120,10 +120,10 @@ def train_decoder(settings: DecoderSettings, shards_dir: str | Path, out_dir: st
     shards, data, _ = load_split(shards_dir, size)
     spec = shards.spec
     settings = settings.override(decoder=_for_clip(settings, spec.embed_dim, spec.text_width))
+    acc = make_accelerator(settings.train.mixed_precision)
     evaluate = None
     if val_shards_dir is not None:
-        evaluate = _make_evaluate(settings, spec, val_shards_dir, out_dir)
-    acc = make_accelerator(settings.train.mixed_precision)
+        evaluate = _make_evaluate(settings, spec, val_shards_dir, out_dir, acc.device)
     torch.manual_seed(settings.train.seed)
     model = Decoder(settings.decoder)
     if settings.channels_last:
@@ -132,7 +132,7 @@ def train_decoder(settings: DecoderSettings, shards_dir: str | Path, out_dir: st
              data["images"].shape[0], size)
     if model.draft is not None:
         if find_latest(out_dir / "run") is None:
-            fit_draft(model, data, settings)
+            fit_draft(model.to(acc.device), data, settings)
         else:  # resuming: the checkpoint holds the fitted draft
             model.draft.requires_grad_(False)
     result = fit(model, make_loss(settings), tensor_batches(data, settings.train.batch_size, settings.train.seed),
@@ -152,13 +152,13 @@ def fit_draft(model: Decoder, data: dict[str, torch.Tensor], settings: DecoderSe
     optimizer = torch.optim.Adam(model.draft.parameters(), lr=train.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(train.steps, 1))
     generator = torch.Generator().manual_seed(settings.train.seed)
-    n = data["images"].shape[0]
+    n, device = data["images"].shape[0], next(model.parameters()).device
     for _ in trange(train.steps, desc="decoder draft", mininterval=2):
         rows = torch.randint(0, n, (train.batch_size,), generator=generator)
-        drop_image = torch.rand(train.batch_size, generator=generator) < cfg.image_dropout
-        drop_text = torch.rand(train.batch_size, generator=generator) < cfg.text_dropout
-        cond = model.drop_conditions(*(data[k][rows].float() for k in CONDITIONS), drop_image, drop_text)
-        x0 = data["images"][rows].float() / 127.5 - 1
+        drop_image = (torch.rand(train.batch_size, generator=generator) < cfg.image_dropout).to(device)
+        drop_text = (torch.rand(train.batch_size, generator=generator) < cfg.text_dropout).to(device)
+        cond = model.drop_conditions(*(data[k][rows].to(device).float() for k in CONDITIONS), drop_image, drop_text)
+        x0 = data["images"][rows].to(device).float() / 127.5 - 1
         loss = image_error(model.draw_draft(cond["image_embeds"], cond["text_embeds"]) - x0, x0, settings.outline_weight).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -176,13 +176,13 @@ def _for_clip(settings: DecoderSettings, embed_dim: int, text_width: int):
     return cfg.for_clip(embed_dim, text_width)
 
 
-def _make_evaluate(settings: DecoderSettings, spec, val_shards_dir, out_dir: Path):
+def _make_evaluate(settings: DecoderSettings, spec, val_shards_dir, out_dir: Path, device: torch.device):
     from clip.encoder import load_encoder
     from decoder.evaluate import evaluate_decoder
 
     val_shards, val, real = load_split(val_shards_dir, settings.decoder.image_size)
     check_same_clip(spec, val_shards.spec, f"validation shards {val_shards_dir}")
-    encoder = load_encoder(spec)
+    encoder = load_encoder(spec, device)
 
     def evaluate(ema_model, step: int):
         results = evaluate_decoder(ema_model, val, real, val_shards.captions, encoder, settings.eval)
