@@ -15,7 +15,11 @@ from upsamplers.config import UpsamplerTrainSettings
 from upsamplers.config import settings_for as upsampler_settings
 
 CASCADE_PRESETS = ("smoke", "demo", "base", "paper")
-LANES = {"smoke": 2, "demo": 2}  # the GPU presets train one stage at a time, each with the whole device
+# Measured on the 2 shared cores, demo: decoder, prior and upsamplers one after another with 2 threads
+# 16.0 min, side by side with 1 thread each 18.0 min: the decoder is most of that work and ran 1.8x
+# slower on one thread beside the upsamplers, so demo keeps 1 lane. smoke takes 2, so that CI runs the
+# side-by-side path through Prefect and MLflow.
+LANES = {"smoke": 2}
 
 
 class CascadeSettings(Config):
@@ -26,8 +30,8 @@ class CascadeSettings(Config):
     upsampler1: UpsamplerTrainSettings
     upsampler2: UpsamplerTrainSettings
     lanes: int = Field(1, ge=1, le=4, description="stages trained at once once the shards exist (decoder, prior and "
-                       "both upsamplers), each with its share of the CPU threads; on 2 cores the small demo models "
-                       "train nearly as fast on 1 thread as on 2, so 2 lanes cut the demo by a fifth")
+                       "both upsamplers), each with its share of the CPU threads: for machines with more cores than "
+                       "one small stage can use; on 2 cores it is slower (see LANES)")
 
     @model_validator(mode="after")
     def _one_cascade(self) -> CascadeSettings:
