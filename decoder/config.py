@@ -182,6 +182,10 @@ class DecoderSettings(Config):
 #   With the CLIP trained on degraded images (clip/augment.py), 1,100 steps: this preset 0.99/0.73/0.99/1.00/
 #   1.00 (0.91) at guidance 1.5; draft_residual 0.98/0.59/0.91/0.97/1.00 (0.99) at 1.5, 1.00/0.75/0.98/1.00/
 #   1.00 (0.97) at 1.0: within the noise of 100 images, so the preset keeps the plain draft.
+# - Shape, 200 held-out images at guidance 1.5 (pixel check): this preset 0.70 (0.90), small shapes 0.61;
+#   outline_weight 16 0.71 (0.93); snr_shift 0.5 0.69 (0.91); v prediction 0.56 (0.94), size 0.77. The U-Net
+#   rounds small shapes even from the noised draft at t = 79 (0.70): under-trained, and 4× the steps (on a
+#   GPU) read 0.83, so the limit is the CPU budget.
 PRESETS: dict[str, DecoderSettings] = {
     "smoke": DecoderSettings(
         decoder=DecoderConfig(
