@@ -116,11 +116,6 @@ def train_upsampler_flow(settings: CascadeSettings, stage: int, workdir: str = "
     return _publish(run_stage(name, MODEL_NAMES[name], stage_settings, {}, train, metric="psnr", force=force))
 
 
-# Stages that need nothing but the shards (or nothing at all), longest first on the demo preset, so
-# that with 2 lanes the decoder trains in one while the other takes the rest in turn.
-SIDE_BY_SIDE = ("decoder", "upsampler2", "prior", "upsampler1")
-
-
 @flow(name="train-cascade", log_prints=True)
 def train_cascade(preset: str = "demo", overrides: list[str] | None = None, workdir: str = "runs",
                   stages: list[str] | None = None, force: bool = False) -> dict[str, StageResult]:
@@ -135,13 +130,15 @@ def train_cascade(preset: str = "demo", overrides: list[str] | None = None, work
     if {"prior", "decoder"} & set(wanted):
         spec = ClipSpec.load(results["clip"].folder) if "clip" in results else fetch_clip_spec()
         shards = embed_flow(settings, spec, workdir)
+    # The stages that need nothing but the shards, longest first on the demo preset, so that with 2 lanes
+    # the decoder trains in one while the other takes the rest in turn.
     jobs = {
         "decoder": lambda: train_decoder_flow(settings, shards, workdir, force),
         "upsampler2": lambda: train_upsampler_flow(settings, 2, workdir, force),
         "prior": lambda: train_prior_flow(settings, shards, workdir, force),
         "upsampler1": lambda: train_upsampler_flow(settings, 1, workdir, force),
     }
-    results.update(run_lanes({name: jobs[name] for name in SIDE_BY_SIDE if name in wanted}, settings.lanes))
+    results.update(run_lanes({name: job for name, job in jobs.items() if name in wanted}, settings.lanes))
     results = {name: results[name] for name in STAGES if name in results}
     create_markdown_artifact(key="unclip-cascade", markdown="\n".join(r.markdown() for r in results.values()),
                              description=f"cascade {preset}")
@@ -174,7 +171,7 @@ def run_lanes(jobs: dict[str, Callable[[], T]], lanes: int) -> dict[str, T]:
             futures = {name: pool.submit(contextvars.copy_context().run, run, job) for name, job in jobs.items()}
     finally:
         torch.set_num_threads(total)  # MKL's count is process-wide: give the caller its threads back
-    errors = [f.exception() for f in futures.values() if not isinstance(f.exception(), CancelledError | None)]
+    errors = [e for e in (f.exception() for f in futures.values()) if not isinstance(e, CancelledError | None)]
     if errors:
         raise errors[0]
     return {name: future.result() for name, future in futures.items()}
