@@ -4,6 +4,7 @@
         --out /tmp/unclip-bench/decoder --json /tmp/unclip-bench/decoder.json
     python bench/bench_decoder.py ... --skip-train          # reuse OUT/model, only evaluate and time
     python bench/bench_decoder.py ... --set train.steps=500 --threads 1
+    python bench/bench_decoder.py ... --skip-train --device cuda   # evaluate and time a trained one on a GPU
 
 Reports: training wall time; the evaluation (CLIP consistency beside real images, zero-shot accuracy
 per attribute, DDIM-inversion PSNR at 50 steps; grid in OUT/bench_grid.png) at several guidance
@@ -41,9 +42,15 @@ def train(args, settings) -> float:
     return time.perf_counter() - start
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timer read after it counts it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def evaluate(args, settings, decoder) -> dict:
     shards, val, real = load_split(args.val_shards, decoder.cfg.image_size)
-    encoder = load_encoder(shards.spec)
+    encoder = load_encoder(shards.spec, args.device)
     results = {}
     for guidance in args.guidance:
         start = time.perf_counter()
@@ -61,21 +68,23 @@ def throughput(args, settings, data) -> dict:
     """Training images/s of a fresh demo decoder, fp32 against bf16 autocast, interleaved rounds."""
     cfg = settings.decoder.for_clip(data["image_embeds"].shape[1], data["text_tokens"].shape[2])
     loss_fn = make_loss(settings)
-    batch = next(iter(tensor_batches(data, settings.train.batch_size, 0)(0, 0, 1)))
-    variants = {p: Decoder(cfg).train() for p in args.precisions}
+    batch = {k: v.to(args.device) for k, v in next(iter(tensor_batches(data, settings.train.batch_size, 0)(0, 0, 1))).items()}
+    variants = {p: Decoder(cfg).to(args.device).train() for p in args.precisions}
     optims = {p: torch.optim.AdamW(m.parameters(), lr=1e-4) for p, m in variants.items()}
     if settings.channels_last:
         variants = {p: m.to(memory_format=torch.channels_last) for p, m in variants.items()}
     rates: dict[str, list[float]] = {p: [] for p in variants}
     for round_ in range(args.rounds + 1):  # round 0 warms up
         for precision, model in variants.items():
+            synchronize(args.device)
             start = time.perf_counter()
             for _ in range(args.steps_per_round):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                     loss = loss_fn(model, batch)
                 loss.backward()
                 optims[precision].step()
                 optims[precision].zero_grad(set_to_none=True)
+            synchronize(args.device)
             if round_:
                 rates[precision].append(args.steps_per_round * len(batch["images"]) / (time.perf_counter() - start))
     return {p: statistics.median(r) for p, r in rates.items()}
@@ -93,6 +102,7 @@ def latency(args, decoder, data) -> dict:
             for _ in range(args.rounds):
                 start = time.perf_counter()
                 decode(decoder, data["image_embeds"][:n], text, list(range(n)), steps=steps, guidance=guidance)
+                synchronize(args.device)
                 runs.append((time.perf_counter() - start) / n)
             out[f"steps={steps},guidance={guidance:g}"] = statistics.median(runs)
     return out
@@ -113,15 +123,17 @@ def main(argv=None) -> int:
     parser.add_argument("--steps-per-round", type=int, default=3)
     parser.add_argument("--latency-batch", type=int, default=8)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--device", type=torch.device, default="cpu", help="where to evaluate and time (cpu, cuda)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = settings_for(args.preset, args.overrides)
-    report: dict = {"preset": args.preset, "overrides": args.overrides, "threads": torch.get_num_threads()}
+    report: dict = {"preset": args.preset, "overrides": args.overrides, "threads": torch.get_num_threads(),
+                    "device": str(args.device)}
     if not args.skip_train:
         report["train_seconds"] = train(args, settings)
         print(f"trained in {report['train_seconds'] / 60:.1f} min", flush=True)
-    decoder, _ = load_decoder(Path(args.out) / "model")
+    decoder, _ = load_decoder(Path(args.out) / "model", device=args.device)
     report["parameters_millions"] = sum(p.numel() for p in decoder.parameters()) / 1e6
     report["eval"] = evaluate(args, settings, decoder)
     _, data, _ = load_split(args.shards, decoder.cfg.image_size)
