@@ -92,6 +92,17 @@ def image_error(diff: torch.Tensor, x0: torch.Tensor, outline_weight: float) -> 
     return (diff.pow(2) * pixel).sum(dim=(1, 2, 3)) / (pixel.sum(dim=(1, 2, 3)) * diff.shape[1])
 
 
+def training_timesteps(settings: DecoderSettings, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Uniform over the schedule, except a `low_noise_share` of them uniform over its first `low_noise_end`."""
+    steps = settings.decoder.noise.train_steps
+    t = torch.randint(0, steps, (batch,), device=device)
+    if settings.low_noise_share:
+        low = torch.rand(batch, device=device) < settings.low_noise_share
+        end = max(1, round(settings.low_noise_end * steps))
+        t = torch.where(low, torch.randint(0, end, (batch,), device=device), t)
+    return t
+
+
 def make_loss(settings: DecoderSettings):
     cfg = settings.decoder
     scheduler = training_scheduler(cfg.noise)
@@ -101,7 +112,7 @@ def make_loss(settings: DecoderSettings):
         x0 = (batch["images"].float() / 127.5 - 1).contiguous(memory_format=memory)
         b = x0.shape[0]
         noise = torch.randn_like(x0)
-        t = torch.randint(0, cfg.noise.train_steps, (b,), device=x0.device)
+        t = training_timesteps(settings, b, x0.device)
         x_t = scheduler.add_noise(x0, noise, t)
         drop_image = torch.rand(b, device=x0.device) < cfg.image_dropout
         drop_text = torch.rand(b, device=x0.device) < cfg.text_dropout

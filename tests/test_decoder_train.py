@@ -16,7 +16,7 @@ from data.shapes import canonical_caption, render, sample_attributes
 from decoder.config import settings_for
 from decoder.io import load_decoder, save_decoder
 from decoder.testing import tiny_decoder
-from decoder.train import outline_weights, resize_images, train_decoder
+from decoder.train import outline_weights, resize_images, train_decoder, training_timesteps
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -144,6 +144,22 @@ def test_outline_weights_mark_the_object_edges_only():
     assert float(w[0].max()) == pytest.approx(5.0)
     assert w[0, 0, 0, 0] == 1 and w[0, 0, 6, 6] == 1  # far outside and deep inside: no extra weight
     assert w[0, 0, 4, 6] > 1 and w[0, 0, 5, 6] > 1 and w[0, 0, 8, 6] > 1 and w[0, 0, 9, 6] > 1  # both sides of an edge
+
+
+def test_low_noise_share_draws_that_share_of_timesteps_from_the_low_end():
+    plain = settings_for("smoke")  # a 100-step schedule
+    torch.manual_seed(0)
+    t = training_timesteps(plain, 20000)
+    assert int(t.min()) == 0 and int(t.max()) == 99
+    assert float((t < 25).float().mean()) == pytest.approx(0.25, abs=0.02)
+    focused = settings_for("smoke", ["low_noise_share=0.5", "low_noise_end=0.25"])
+    t = training_timesteps(focused, 20000)
+    assert int(t.max()) == 99  # the rest still covers the whole schedule
+    assert float((t < 25).float().mean()) == pytest.approx(0.5 + 0.5 * 0.25, abs=0.02)
+    with pytest.raises(ConfigError, match="low_noise_end"):
+        settings_for("smoke", ["low_noise_share=0.5", "low_noise_end=1.5"])
+    with pytest.raises(ConfigError, match="low_noise_share"):
+        settings_for("smoke", ["low_noise_share=1.0"])
 
 
 def test_the_draft_is_fitted_to_the_images_then_frozen():
