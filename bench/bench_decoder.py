@@ -68,7 +68,8 @@ def throughput(args, settings, data) -> dict:
     """Training images/s of a fresh demo decoder, fp32 against bf16 autocast, interleaved rounds."""
     cfg = settings.decoder.for_clip(data["image_embeds"].shape[1], data["text_tokens"].shape[2])
     loss_fn = make_loss(settings)
-    batch = {k: v.to(args.device) for k, v in next(iter(tensor_batches(data, settings.train.batch_size, 0)(0, 0, 1))).items()}
+    first = next(iter(tensor_batches(data, settings.train.batch_size, 0)(0, 0, 1)))
+    batch = {k: v.to(args.device) for k, v in first.items()}
     variants = {p: Decoder(cfg).to(args.device).train() for p in args.precisions}
     optims = {p: torch.optim.AdamW(m.parameters(), lr=1e-4) for p, m in variants.items()}
     if settings.channels_last:

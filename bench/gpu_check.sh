@@ -11,8 +11,9 @@
 # from the start): a failed or hung stage is recorded and the later stages still run where they can.
 #
 # Measured on one H200 (2026-11-26, torch 2.11): the demo cascade's stages 4.3 min (CLIP 38 s, embedding
-# 34 s, prior 22 s, decoder 86 s, upsamplers 26 s and 49 s), one 512 px image 0.33 s fp32 against 0.43 s bf16 (tiny models); decoder training 390 images/s fp32
-# against 234 bf16 at batch 16 (measured then by a script this one has since replaced by bench_decoder.py).
+# 34 s, prior 22 s, decoder 86 s, upsamplers 26 s and 49 s), one 512 px image 0.33 s fp32 against 0.43 s
+# bf16 (tiny models); decoder training 390 images/s fp32 against 234 bf16 at batch 16 (measured then by a
+# script this one has since replaced by bench_decoder.py).
 #
 # Environment: OUT (required), GPU_CHECK_PRESET (demo), DEVICE (cuda), PY (python3),
 # GPU_CHECK_BUDGET (360), GPU_CHECK_CAP_SCALE (1: multiplies each stage's timeout),
