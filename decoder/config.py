@@ -64,6 +64,11 @@ class DecoderConfig(Config):
                              "its draft beside the noisy image. A fully connected map learns where each pixel of a "
                              "shape goes far sooner than convolutions do (0: no draft)")
     draft_residual: bool = Field(False, description="x0 prediction only: the U-Net predicts the correction to the draft")
+    refine_width: int = Field(0, ge=0, description="width of a small full-resolution CNN after the U-Net that corrects "
+                              "its output from the noisy image, the draft and the output itself (zero-initialised, "
+                              "so it starts as the plain U-Net). A patched U-Net is a poor low-noise denoiser: it "
+                              "blurs the few pixels that make a small shape (0: none)")
+    refine_layers: int = Field(4, ge=2, description="convolutions in the refiner")
     image_dropout: float = Field(0.1, ge=0, le=1, description="share of training samples with the learned null image embedding")
     text_dropout: float = Field(0.5, ge=0, le=1, description="share of training samples with the caption dropped")
 

@@ -68,6 +68,24 @@ def build_text_proj(cfg: DecoderConfig, time_embed_dim: int) -> UnCLIPTextProjMo
     return proj
 
 
+class Refiner(nn.Module):
+    """3×3 convolutions at full resolution, told the timestep by a per-channel bias; the last one
+    starts at zero so a new refiner leaves the U-Net's output as it is."""
+
+    def __init__(self, in_channels: int, width: int, layers: int, time_dim: int) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.time = nn.Linear(time_dim, width)
+        self.body = nn.Sequential(*[m for _ in range(layers - 2) for m in (nn.SiLU(), nn.Conv2d(width, width, 3, padding=1))])
+        self.conv_out = nn.Conv2d(width, 3, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, inputs: Tensor, time_embeds: Tensor) -> Tensor:
+        h = self.conv_in(inputs) + self.time(F.silu(time_embeds))[:, :, None, None]
+        return self.conv_out(F.silu(self.body(h)))
+
+
 class Decoder(nn.Module):
     """ε/v-predicting network `forward(x, t, image_embeds, text_embeds, text_tokens, text_mask)`."""
 
@@ -84,6 +102,11 @@ class Decoder(nn.Module):
             w = cfg.draft_width
             self.draft = nn.Sequential(nn.Linear(2 * cfg.embed_dim, w), nn.SiLU(), nn.Linear(w, w), nn.SiLU(),
                                        nn.Linear(w, 3 * cfg.image_size**2))
+        self.refiner = None
+        if cfg.refine_width:
+            # its inputs: the noisy image, the U-Net's output and the draft where there is one
+            self.refiner = Refiner(6 + 3 * bool(cfg.draft_width), cfg.refine_width, cfg.refine_layers,
+                                   time_dim=cfg.unet.block_channels[0] * 4)
         side = torch.linspace(-1, 1, cfg.image_size)
         self.register_buffer("coords", torch.stack(torch.meshgrid(side, side, indexing="xy"))[None], persistent=False)
 
@@ -117,15 +140,21 @@ class Decoder(nn.Module):
         context, time_embeds, mask = self.condition(image_embeds, text_embeds, text_tokens, text_mask)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
+        inputs = x
         if self.cfg.coord_channels:
-            x = torch.cat([x, self.coords.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
-        x = F.pixel_unshuffle(x, self.cfg.patch_size)
+            inputs = torch.cat([inputs, self.coords.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
+        inputs = F.pixel_unshuffle(inputs, self.cfg.patch_size)
+        draft = None
         if self.draft is not None:
             draft = self.draw_draft(image_embeds, text_embeds).detach()
-            x = torch.cat([x, F.pixel_unshuffle(draft, self.cfg.patch_size)], 1)
-        out = self.unet(x, t, encoder_hidden_states=context,
+            inputs = torch.cat([inputs, F.pixel_unshuffle(draft, self.cfg.patch_size)], 1)
+        out = self.unet(inputs, t, encoder_hidden_states=context,
                         class_labels=time_embeds, attention_mask=mask, return_dict=False)[0]
         out = F.pixel_shuffle(out, self.cfg.patch_size)
+        if self.refiner is not None:
+            u = self.unet
+            step_embeds = u.time_embedding(u.time_proj(t).to(x.dtype))
+            out = out + self.refiner(torch.cat([x, out] + ([draft] if draft is not None else []), 1), step_embeds)
         return out + draft if self.cfg.draft_residual else out
 
     def draw_draft(self, image_embeds: Tensor, text_embeds: Tensor) -> Tensor:

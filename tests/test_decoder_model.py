@@ -196,3 +196,31 @@ def test_the_draft_is_an_input_and_with_draft_residual_the_base_of_the_predictio
         tiny_config(draft_residual=True)  # v-prediction
     with pytest.raises(ConfigError, match="draft_residual"):
         tiny_config(draft_residual=True, noise=tiny_config().noise.override(prediction="sample"))  # no draft
+
+
+def test_a_new_refiner_leaves_the_unet_output_and_then_learns_a_correction():
+    x, t, cond = inputs()
+    plain = tiny_decoder(draft_width=32)
+    refined = tiny_decoder(draft_width=32, refine_width=8, refine_layers=3)  # built after the rest: same weights
+    seen = {}
+    refined.refiner.conv_in.register_forward_hook(lambda m, args, out: seen.update(input=args[0]))
+    with torch.no_grad():
+        assert torch.equal(refined(x, t, **cond), plain(x, t, **cond))  # zero-initialised output layer
+    assert seen["input"].shape == (3, 3 + 3 + 3, SIZE, SIZE)  # noisy image, U-Net output, draft
+    assert torch.equal(seen["input"][:, :3], x)
+    # it trains: one step moves the output, and the gradient reaches the layers before the zero one
+    optimizer = torch.optim.SGD(refined.refiner.parameters(), lr=0.1)
+    refined(x, t, **cond).pow(2).mean().backward()
+    assert refined.refiner.conv_out.weight.grad.abs().sum() > 0
+    optimizer.step()
+    optimizer.zero_grad()
+    refined(x, t, **cond).pow(2).mean().backward()
+    assert refined.refiner.conv_in.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert not torch.allclose(refined(x, t, **cond), plain(x, t, **cond))
+        # the timestep reaches it
+        changed = refined(x, t.flip(0), **cond) - plain(x, t.flip(0), **cond)
+        assert not torch.allclose(changed, refined(x, t, **cond) - plain(x, t, **cond))
+    assert sum(p.numel() for p in refined.refiner.parameters()) > 0
+    with pytest.raises(ConfigError, match="refine_layers"):
+        tiny_config(refine_width=8, refine_layers=1)

@@ -86,11 +86,13 @@ def test_a_resumed_run_takes_the_fitted_draft_from_its_checkpoint(trained, monke
 
 
 def test_save_load_round_trip_and_refusals(tmp_path, clip_spec):
-    decoder = tiny_decoder()
+    decoder = tiny_decoder(draft_width=16, refine_width=8)
     spec = clip_spec.override(embed_dim=decoder.cfg.embed_dim, text_width=decoder.cfg.text_width)
     folder = save_decoder(tmp_path / "dec", decoder, spec)
     assert {p.name for p in folder.iterdir()} == {"model.safetensors", "decoder_config.json", "clip_spec.json"}
     loaded, _ = load_decoder(folder, spec)
+    assert loaded.state_dict().keys() == decoder.state_dict().keys()
+    assert any(k.startswith("refiner.") for k in loaded.state_dict()) and loaded.cfg.refine_width == 8
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), decoder.state_dict().values()))
     with pytest.raises(ClipMismatchError):
         load_decoder(folder, spec.override(weights_sha256="0" * 64))
