@@ -53,7 +53,7 @@ def test_generate_sizes_and_provenance(pipe):
     assert len(images) == 4 and all(im.size == (64, 64) for im in images)
     record = images[3].info["unclip"]
     assert record["prompt"] == "a blue square" and record["seed"] == 8
-    assert record["steps"] == FAST and record["guidance"] == {"prior": 1.0, "decoder": 1.5}
+    assert record["steps"] == FAST and record["guidance"] == {"prior": 1.0, "decoder": 1.0}
     assert record["clip_fingerprint"] == pipe.info.spec.fingerprint()
     assert set(record["models"]) == {"clip", "prior", "decoder", "upsampler1", "upsampler2"}
     assert set(pipe.timings) == {"clip", "prior", "decoder", "upsampler1", "upsampler2"}
