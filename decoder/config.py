@@ -231,6 +231,7 @@ PRESETS: dict[str, DecoderSettings] = {
                             head_dim=16, context_dim=32, norm_groups=8, dropout=0.0),
             noise=NoiseConfig(prediction="sample", snr_shift=0.25, train_steps=100),
             draft_width=32,
+            refine_width=8,  # the demo's parts, so the smoke run exercises them end to end
         ),
         draft=DraftTrainConfig(steps=20, batch_size=8),
         train=TrainConfig(steps=10, batch_size=8, lr=1e-3, warmup_steps=2, ema_decay=0.9, log_every=5),
