@@ -36,6 +36,11 @@ class UNetConfig(Config):
     def block_channels(self) -> tuple[int, ...]:
         return tuple(self.channels * m for m in self.channel_mult)
 
+    @property
+    def time_embed_dim(self) -> int:
+        """Width of the U-Net's timestep embedding (diffusers: 4 × the first level's width)."""
+        return self.block_channels[0] * 4
+
     @model_validator(mode="after")
     def _check_widths(self) -> Self:
         for width in self.block_channels:

@@ -95,7 +95,7 @@ class Decoder(nn.Module):
             raise ConfigError("DecoderConfig needs embed_dim and text_width (use cfg.for_clip(...) with the CLIP's dimensions)")
         self.cfg = cfg
         self.unet = build_unet(cfg, cfg.unet.context_dim)
-        self.text_proj = build_text_proj(cfg, time_embed_dim=cfg.unet.block_channels[0] * 4)
+        self.text_proj = build_text_proj(cfg, time_embed_dim=cfg.unet.time_embed_dim)
         self.embed_scale = math.sqrt(cfg.embed_dim) if cfg.scale_embeds else 1.0
         self.draft = None
         if cfg.draft_width:
@@ -106,7 +106,7 @@ class Decoder(nn.Module):
         if cfg.refine_width:
             # its inputs: the noisy image, the U-Net's output and the draft where there is one
             self.refiner = Refiner(6 + 3 * bool(cfg.draft_width), cfg.refine_width, cfg.refine_layers,
-                                   time_dim=cfg.unet.block_channels[0] * 4)
+                                   time_dim=cfg.unet.time_embed_dim)
         side = torch.linspace(-1, 1, cfg.image_size)
         self.register_buffer("coords", torch.stack(torch.meshgrid(side, side, indexing="xy"))[None], persistent=False)
 
