@@ -160,7 +160,7 @@ def train_decoder(settings: DecoderSettings, shards_dir: str | Path, out_dir: st
 def fit_draft(model: Decoder, data: dict[str, torch.Tensor], settings: DecoderSettings) -> None:
     """Fit the decoder's draft MLP to the training images (with the decoder's guidance dropout), then freeze it."""
     cfg, train = settings.decoder, settings.draft
-    optimizer = torch.optim.Adam(model.draft.parameters(), lr=train.lr)
+    optimizer = torch.optim.Adam(model.draft.parameters(), lr=train.lr, fused=True)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(train.steps, 1))
     generator = torch.Generator().manual_seed(settings.train.seed)
     n, device = data["images"].shape[0], next(model.parameters()).device
