@@ -83,15 +83,31 @@ def denoiser(decoder: Decoder, cond: dict[str, Tensor], guidance: float):
     return guided(decoder, cond, uncond, guidance)
 
 
+def blended(decoder: Decoder, cond: dict[str, Tensor], other: dict[str, Tensor], weight: Tensor):
+    """Per sample (1 − w)·f(cond) + w·f(other), both branches in one batched forward: a caption that
+    moves from one text to another (w = 0: `cond` alone, w = 1: `other` alone)."""
+    if cond["text_tokens"].shape != other["text_tokens"].shape:
+        raise ConfigError("blended captions must come from one encoding (the same token length)")
+    both = {k: torch.cat([cond[k], other[k]]) for k in cond}
+    w = weight.to(cond["image_embeds"].device, torch.float32).view(-1, 1, 1, 1)
+
+    def denoise(x: Tensor, t: Tensor) -> Tensor:
+        first, second = decoder(torch.cat([x, x]), torch.cat([t, t]), **both).chunk(2)
+        return first + w * (second - first)
+    return denoise
+
+
 @torch.no_grad()
 def decode(decoder: Decoder, image_embeds: Tensor, text: Caption | None, seeds: Sequence[int], *,
            steps: int = 25, sampler: Sampler = "ddim", guidance: float = 3.0, eta: float = 0.0,
            threshold: float | None = None, x_T: Tensor | None = None, batch_size: int | None = None,
-           progress: bool = False) -> Tensor:
+           progress: bool = False, blend: tuple[Caption, Tensor] | None = None) -> Tensor:
     """Images [B, 3, S, S] in [-1, 1] from image embeddings [B, D] and their captions.
 
     `seeds` (one per image) fix x_T and any sampler noise; `x_T` (e.g. from `invert`) replaces the
-    seeded start. `threshold` turns on dynamic thresholding (for high guidance scales).
+    seeded start. `threshold` turns on dynamic thresholding (for high guidance scales). `blend` =
+    (other captions, weights [B]) decodes with the prediction moved from `text`'s towards the other
+    captions' by each weight (`blended`; unguided, so guidance must be 1).
     """
     seeds = [int(s) for s in seeds]
     if len(seeds) != image_embeds.shape[0]:
@@ -100,10 +116,13 @@ def decode(decoder: Decoder, image_embeds: Tensor, text: Caption | None, seeds: 
     if x_T is not None and tuple(x_T.shape) != (len(seeds), 3, size, size):
         raise ConfigError(f"x_T must have shape {(len(seeds), 3, size, size)}, got {tuple(x_T.shape)}")
     decoder_scheduler(decoder.cfg.noise, sampler, steps, threshold)  # check the settings before any work
+    if blend is not None and (text is None or guidance != 1.0 or len(blend[1]) != len(seeds)):
+        raise ConfigError("a caption blend needs the starting captions, one weight per image and guidance 1")
     was_training = decoder.training
     decoder.eval()
     device = next(decoder.parameters()).device
     cond = conditions(decoder, image_embeds, text)
+    other = conditions(decoder, image_embeds, blend[0]) if blend is not None else None
     chunk = batch_size or len(seeds)
     out = []
     for start in range(0, len(seeds), chunk):
@@ -114,8 +133,11 @@ def decode(decoder: Decoder, image_embeds: Tensor, text: Caption | None, seeds: 
             x = initial_noise(seeds[part], (3, size, size), device) * scheduler.init_noise_sigma
         else:
             x = x_T[part].to(device, torch.float32)
-        x = sample(denoiser(decoder, part_cond, guidance), scheduler, x, seeds=seeds[part], eta=eta,
-                   progress=progress, desc="decode")
+        if other is None:
+            denoise = denoiser(decoder, part_cond, guidance)
+        else:
+            denoise = blended(decoder, part_cond, {k: v[part] for k, v in other.items()}, blend[1][part])
+        x = sample(denoise, scheduler, x, seeds=seeds[part], eta=eta, progress=progress, desc="decode")
         out.append(x.clamp(-1, 1))
     decoder.train(was_training)
     return torch.cat(out)

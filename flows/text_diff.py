@@ -19,22 +19,23 @@ from prefect.cache_policies import NO_CACHE
 from flows import inference as common
 from unclip.errors import SettingsError
 from unclip.images import load_image
-from unclip.manipulate import DIRECTIONS, THETA_MAX
+from unclip.manipulate import CAPTION_MODES, DIRECTIONS, THETA_MAX, check_caption
 from unclip.pipeline import UnclipPipeline, check_prompts
 from unclip.settings import MANIPULATION_GUIDANCE
 
 
 @task(cache_policy=NO_CACHE)
 def make_text_diff(pipe: UnclipPipeline, image: str, from_caption: str, to_caption: str, thetas: list[float],
-                   seed: int, steps, guidance, output_size, direction: str = "text", draws: int = 8) -> list:
-    return pipe.text_diff(image, from_caption, to_caption, thetas, direction=direction, draws=draws, seed=seed,
-                          steps=steps, guidance=guidance, output_size=output_size)
+                   seed: int, steps, guidance, output_size, direction: str = "text", draws: int = 8,
+                   caption: str = "blend") -> list:
+    return pipe.text_diff(image, from_caption, to_caption, thetas, direction=direction, caption=caption, draws=draws,
+                          seed=seed, steps=steps, guidance=guidance, output_size=output_size)
 
 
 @flow(name="unclip-text-diff", log_prints=True)
 def text_diff_flow(image: str, from_caption: str, to_caption: str,
                    thetas: list[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), direction: str = "text",
-                   draws: int = 8, seed: int = 0,
+                   draws: int = 8, seed: int = 0, caption: str = "blend",
                    steps: dict[str, Any] | None = None, guidance: dict[str, Any] | None = None,
                    output_size: int | None = None, models: str = "registry", ref: str = "champion",
                    versions: dict[str, str] | None = None, device: str | None = None, precision: str = "fp32",
@@ -43,8 +44,8 @@ def text_diff_flow(image: str, from_caption: str, to_caption: str,
                    experiment: str | None = "unclip-inference") -> tuple[list[str], str | None]:
     pipe = common.load_pipeline(models, ref, versions, device, precision, compile, threads, progress)
     images = make_text_diff(pipe, image, from_caption, to_caption, list(thetas), seed, steps, guidance, output_size,
-                            direction, draws)
-    labels = [f"θ={t:.2f}" for t in thetas]
+                            direction, draws, caption)
+    labels = [f"theta={t:.2f}" for t in thetas]
     paths = common.save_outputs(images, out, "text_diff", columns=len(images), labels=labels)
     params = {"image": image, "thetas": list(thetas),
               **{k: v for k, v in images[0].info["unclip"].items() if k not in ("task", "source", "theta")}}
@@ -76,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "about 0.5); prior: add θ × the difference of the prior's image embeddings of the two "
                         "captions (θ = 1: the whole edit)")
     parser.add_argument("--draws", type=int, default=8, help="prior draws averaged per caption for --direction prior")
+    parser.add_argument("--caption", choices=CAPTION_MODES, default="blend",
+                        help="blend: the decoder also reads the captions, moving from --from (θ = 0, the image "
+                        "itself) to --to (from θ = 0.5 on, or 1 with --direction prior); on the demo's models it "
+                        "kept the shape in more edits (README). none: embeddings only, as in the paper")
     common.add_sampling_options(parser, sampler=False)
     common.add_model_options(parser)
     common.add_output_options(parser, "outputs/text_diff")
@@ -94,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SettingsError(f"--draws must be at least 1, got {args.draws}")
         load_image(args.image)
         common.check_out_dir(args.out)
-        common.preflight(args, MANIPULATION_GUIDANCE)
+        check_caption(args.caption, common.preflight(args, MANIPULATION_GUIDANCE))
         paths, run_id = text_diff_flow(
-            str(args.image), from_caption, to_caption, thetas, args.direction, args.draws, args.seed, common.stage_steps(args),
-            common.stage_guidance(args), args.output_size, **common.model_params(args), out=args.out,
+            str(args.image), from_caption, to_caption, thetas, args.direction, args.draws, args.seed, args.caption,
+            common.stage_steps(args), common.stage_guidance(args), args.output_size, **common.model_params(args), out=args.out,
             experiment=None if args.no_mlflow else args.experiment)
         common.print_outputs(paths, run_id)
     return run_flow_cli(job)

@@ -8,7 +8,7 @@ import torch
 from core.diffusion import NoiseConfig
 from core.errors import ConfigError
 from decoder.evaluate import psnr
-from decoder.sample import Caption, conditions, decode, decoder_scheduler, denoiser, invert
+from decoder.sample import Caption, blended, conditions, decode, decoder_scheduler, denoiser, invert
 from decoder.testing import SIZE, fake_caption, fake_image_embeds, tiny_decoder
 
 
@@ -78,6 +78,29 @@ def test_ddim_inversion_round_trip(decoder):
     again = decode(decoder, embeds, text, [0, 1], steps=50, sampler="ddim", guidance=1.0, eta=0.0, x_T=x_T)
     assert psnr(again, images).min() > 25  # an untrained network; the trained demo reaches more
     assert torch.equal(x_T, invert(decoder, images, embeds, text, steps=50))
+
+
+def test_caption_blend_moves_between_the_two_captions(decoder):
+    embeds, text = fake_image_embeds(3), fake_caption(6)
+    first, other = rows(text, slice(0, 3)), rows(text, slice(3, 6))
+    x, t = torch.randn(3, 3, SIZE, SIZE), torch.tensor([10, 40, 90])
+    a, b = conditions(decoder, embeds, first), conditions(decoder, embeds, other)
+    with torch.no_grad():
+        fa, fb = decoder(x, t, **a), decoder(x, t, **b)
+        mixed = blended(decoder, a, b, torch.tensor([0.0, 1.0, 0.25]))(x, t)
+    torch.testing.assert_close(mixed[0], fa[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(mixed[1], fb[1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(mixed[2], 0.75 * fa[2] + 0.25 * fb[2], atol=1e-5, rtol=0)
+    kw = dict(steps=3, guidance=1.0)
+    ends = decode(decoder, embeds, first, [1, 2, 3], blend=(other, torch.tensor([0.0, 1.0, 0.5])), **kw)
+    torch.testing.assert_close(ends[0], decode(decoder, embeds[:1], rows(first, slice(0, 1)), [1], **kw)[0],
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(ends[1], decode(decoder, embeds[1:2], rows(other, slice(1, 2)), [2], **kw)[0],
+                               atol=1e-5, rtol=0)
+    for bad in ({"guidance": 2.0}, {"text": None}, {"weights": torch.tensor([0.5])}):
+        with pytest.raises(ConfigError, match="caption blend"):
+            decode(decoder, embeds, bad.get("text", first), [1, 2, 3], steps=2, guidance=bad.get("guidance", 1.0),
+                   blend=(other, bad.get("weights", torch.zeros(3))))
 
 
 def test_wrong_inputs_are_config_errors(decoder):

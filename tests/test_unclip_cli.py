@@ -126,13 +126,13 @@ def test_text_diff_cli(models, picture, tmp_path, capsys):
     assert meta["theta"] == 0.5 and meta["from_caption"] == "a red square" and meta["to_caption"] == "a blue square"
     assert read_png_metadata(grid)["images"] == [f"text_diff-00{i}.png" for i in range(3)]
     code, out, err = run(text_diff.main, ["--image", picture, "--from", "a red square", "--to", "a blue square",
-                                          "--direction", "prior", "--draws", 2, "--thetas", "0,1.5",
+                                          "--direction", "prior", "--draws", 2, "--thetas", "0,1.5", "--caption", "none",
                                           "--steps", "prior=2,decoder=2", "--output-size", 16, "--models", models,
                                           "--out", tmp_path / "prior", "--no-mlflow", "--quiet"], capsys)
     assert code == 0, err
     images, _ = output_paths(out)
     assert [read_png_metadata(p)["theta"] for p in images] == [0.0, 1.5]
-    assert read_png_metadata(images[1])["direction"] == "prior"
+    assert read_png_metadata(images[1])["direction"] == "prior" and read_png_metadata(images[1])["caption"] == "none"
 
 
 @pytest.mark.parametrize("module", [generate, variations, interpolate, text_diff])
@@ -176,6 +176,8 @@ def test_user_errors_are_one_line(models, picture, tmp_path, capsys):
         (text_diff.main, ["--image", picture, "--from", "a", "--to", "b", "--thetas", "1.5", *base], r"\[0, 1\]"),
         (text_diff.main, ["--image", picture, "--from", "a", "--to", "b", "--direction", "prior", "--draws", 0, *base],
          "--draws must be at least 1"),
+        (text_diff.main, ["--image", picture, "--from", "a", "--to", "b", "--guidance", "decoder=2", *base],
+         "caption blending decodes unguided"),
     ]
     import re
 

@@ -127,6 +127,24 @@ def test_text_diff_frames(pipe):
         pipe.text_diff(image, "a red circle", "a blue circle", thetas=[1.5])
 
 
+def test_text_diff_caption_blend(pipe):
+    image = Image.fromarray((torch.rand(16, 16, 3) * 255).byte().numpy())
+    kw = {"steps": {"decoder": 20}, "output_size": 16}
+    blend = pipe.text_diff(image, "a red circle", "a blue circle", thetas=[0.0, 0.25, 0.5], **kw)
+    plain = pipe.text_diff(image, "a red circle", "a blue circle", thetas=[0.0, 0.5], caption="none", **kw)
+    assert blend[0].info["unclip"]["caption"] == "blend" and plain[0].info["unclip"]["caption"] == "none"
+    # θ = 0 decodes under the caption the image was inverted with: the image comes back
+    assert (tensors(blend[:1]) - tensors([image])).abs().mean() / 255 < 0.03
+    assert not torch.equal(tensors(blend[2:]), tensors(plain[1:]))  # the decoder read the new caption
+    with pytest.raises(SettingsError, match="caption must be one of blend, none"):
+        pipe.text_diff(image, "a red circle", "a blue circle", thetas=[0.5], caption="both")
+    with pytest.raises(SettingsError, match="decoder guidance 2"):
+        pipe.text_diff(image, "a red circle", "a blue circle", thetas=[0.5], guidance={"decoder": 2.0})
+    guided = pipe.text_diff(image, "a red circle", "a blue circle", thetas=[0.5], caption="none",
+                            guidance={"decoder": 2.0}, steps={"decoder": 2}, output_size=16)
+    assert len(guided) == 1
+
+
 def test_text_diff_prior_direction(pipe):
     from unclip.manipulate import _prior_shift
 

@@ -1,7 +1,7 @@
 """Manipulations of the bipartite latent (z_i, x_T): variations, interpolations and text diffs.
 
 x_T is the DDIM inversion of an image by the decoder conditioned on its CLIP image embedding z_i
-(no caption). Decoding (z, x_T) with DDIM η = 0 and the inversion's steps and guidance (default 1:
+(and, for text diffs with caption blending, the caption it was given). Decoding (z, x_T) with DDIM η = 0 and the inversion's steps and guidance (default 1:
 unguided, so the round trip holds) gives the image back; η > 0 adds variation. Every frame of one
 call is upsampled with the same seed, so frames differ only where their latents do.
 """
@@ -26,18 +26,23 @@ from unclip.slerp import slerp
 NOISE_MODES = ("fixed", "slerp")
 DIRECTIONS = ("text", "prior")
 THETA_MAX = {"text": 1.0, "prior": 2.0}  # slerp weight; multiple of the prior's shift (> 1 overshoots)
+CAPTION_MODES = ("blend", "none")
+# the θ at which a blended caption has moved all the way to the new one: the paper's useful end of
+# the text direction, the whole edit of the prior's
+CAPTION_FULL = {"text": 0.5, "prior": 1.0}
 
 
 def _plan(pipe: UnclipPipeline, steps, guidance, output_size) -> dict:
     return pipe.plan(steps, guidance, "ddim", output_size, guidance_defaults=MANIPULATION_GUIDANCE)
 
 
-def _embed_and_invert(pipe: UnclipPipeline, images: list[Image.Image], plan: dict) -> tuple[Tensor, Tensor]:
+def _embed_and_invert(pipe: UnclipPipeline, images: list[Image.Image], plan: dict,
+                      text=None) -> tuple[Tensor, Tensor]:
     with pipe.timed("clip"):
         z = pipe.encoder.encode_image(images)
     x0 = images_to_tensor(images, pipe.info.sizes["decoder"]).to(pipe.device)
     with pipe.timed("invert"):
-        x_t = pipe.invert(x0, z, plan)
+        x_t = pipe.invert(x0, z, plan, text)
     return z, x_t
 
 
@@ -104,6 +109,15 @@ def interpolate(pipe: UnclipPipeline, image_a: ImageInput, image_b: ImageInput, 
     return _finish(pipe, x, seed, plan, records)
 
 
+def check_caption(caption: str, plan: dict) -> None:
+    """Refuse an unknown caption mode, and blending with a guided decoder (the blend is unguided)."""
+    if caption not in CAPTION_MODES:
+        raise SettingsError(f"caption must be one of {', '.join(CAPTION_MODES)}, got {caption!r}")
+    if caption == "blend" and plan["guidance"]["decoder"] != 1.0:
+        raise SettingsError("caption blending decodes unguided (decoder guidance 1); use caption 'none' for "
+                            f"decoder guidance {plan['guidance']['decoder']:g}")
+
+
 def _prior_shift(pipe: UnclipPipeline, text, plan: dict, draws: int) -> Tensor:
     """mean prior(to) − mean prior(from) over `draws` shared seeds: the caption edit, in image-embedding space."""
     seeds = list(range(draws))
@@ -115,16 +129,22 @@ def _prior_shift(pipe: UnclipPipeline, text, plan: dict, draws: int) -> Tensor:
 @torch.inference_mode()
 def text_diff(pipe: UnclipPipeline, image: ImageInput, from_caption: str, to_caption: str,
               thetas: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), *, direction: str = "text",
-              draws: int = 8, seed: int = 0, steps: dict[str, Any] | None = None,
+              caption: str = "blend", draws: int = 8, seed: int = 0, steps: dict[str, Any] | None = None,
               guidance: dict[str, Any] | None = None, output_size: int | None = None) -> list[Image.Image]:
     """Edit an image towards a caption, decoding every frame from the image's x_T.
 
     direction="text" (the paper): z_d = normalise(z_t(to) − z_t(from)), frame θ decodes
     slerp(z_i, z_d, θ), useful up to θ ≈ 0.5. direction="prior": the same edit carried into
     image-embedding space by the prior, Δ = mean over `draws` seeds of prior(to) − prior(from), and
-    frame θ decodes normalise(z_i + θ·Δ), θ = 1 being the whole edit (up to 2 overshoots it)."""
+    frame θ decodes normalise(z_i + θ·Δ), θ = 1 being the whole edit (up to 2 overshoots it).
+
+    caption="none" decodes from the embeddings alone (the paper's text diffs). caption="blend" also
+    gives the decoder the captions: the image is inverted under `from_caption`, and frame θ decodes
+    with the prediction moved from the `from_caption` one to the `to_caption` one by
+    w = min(1, θ / CAPTION_FULL[direction]), so θ = 0 still gives the image back."""
     if direction not in DIRECTIONS:
         raise SettingsError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+
     if draws < 1:
         raise SettingsError(f"draws must be at least 1, got {draws}")
     (from_caption,) = check_prompts([from_caption], "from caption")
@@ -135,13 +155,15 @@ def text_diff(pipe: UnclipPipeline, image: ImageInput, from_caption: str, to_cap
         raise SettingsError(f"thetas of the {direction} direction must be values in [0, {top:g}], got {thetas}")
     picture = load_image(image)
     plan = _plan(pipe, steps, guidance, output_size)
+    check_caption(caption, plan)
     pipe.timings = {}
     with pipe.timed("clip"):
         text = pipe.encode_text([from_caption, to_caption])
     diff = text.embeds[1] - text.embeds[0]
     if float(diff.norm()) < 1e-6:
         raise SettingsError("the from and to captions have the same CLIP text embedding: there is no direction")
-    z_i, x_t = _embed_and_invert(pipe, [picture], plan)
+    from_text = select_rows(text, [0]) if caption == "blend" else None
+    z_i, x_t = _embed_and_invert(pipe, [picture], plan, from_text)
     if direction == "text":
         z_d = F.normalize(diff, dim=-1)
         z_frames = torch.stack([slerp(z_i[0], z_d, t) for t in thetas])
@@ -149,8 +171,13 @@ def text_diff(pipe: UnclipPipeline, image: ImageInput, from_caption: str, to_cap
         shift = _prior_shift(pipe, text, plan, draws).to(z_i)
         z_frames = F.normalize(torch.stack([z_i[0] + t * shift for t in thetas]), dim=-1)
     n = len(thetas)
+    frames_text, blend = None, None
+    if caption == "blend":
+        weights = torch.tensor([min(1.0, t / CAPTION_FULL[direction]) for t in thetas])
+        frames_text, blend = select_rows(text, [0] * n), (select_rows(text, [1] * n), weights)
     with pipe.timed("decoder"):
-        x = pipe.decode(z_frames, None, [seed] * n, plan, x_t=x_t.expand(n, -1, -1, -1).clone())
+        x = pipe.decode(z_frames, frames_text, [seed] * n, plan, x_t=x_t.expand(n, -1, -1, -1).clone(), blend=blend)
     records = [{"task": "text_diff", "source": _source_name(image), "from_caption": from_caption,
-                "to_caption": to_caption, "direction": direction, "seed": seed, "theta": t} for t in thetas]
+                "to_caption": to_caption, "direction": direction, "caption": caption, "seed": seed, "theta": t}
+               for t in thetas]
     return _finish(pipe, x, seed, plan, records)

@@ -162,23 +162,25 @@ class UnclipPipeline:
                                 best_of=best_of, progress=self.progress)
 
     def decode(self, image_embeds: Tensor, text, seeds: Sequence[int], plan: dict, x_t: Tensor | None = None,
-               eta: float = 0.0) -> Tensor:
+               eta: float = 0.0, blend=None) -> Tensor:
         """Decoder images [B, 3, S, S] for image embeddings (and captions, or None), from x_T (default:
-        the seeds' noise)."""
+        the seeds' noise); `blend`: see decoder.sample.decode."""
         from decoder.sample import decode
 
         with autocast(self.precision, self.device):
             return decode(self.cascade.decoder, image_embeds, text, stage_seeds(seeds, "decoder"),
                           steps=plan["steps"]["decoder"], sampler=plan["sampler"]["decoder"],
-                          guidance=plan["guidance"]["decoder"], eta=eta, x_T=x_t, progress=self.progress).float()
+                          guidance=plan["guidance"]["decoder"], eta=eta, x_T=x_t, progress=self.progress,
+                          blend=blend).float()
 
-    def invert(self, x0: Tensor, image_embeds: Tensor, plan: dict) -> Tensor:
-        """x_T of decoder-sized images under their image embeddings (no caption); decoding it with DDIM
-        (η = 0) and the plan's decoder steps and guidance gives the images back."""
+    def invert(self, x0: Tensor, image_embeds: Tensor, plan: dict, text=None) -> Tensor:
+        """x_T of decoder-sized images under their image embeddings (and captions, default none); decoding
+        it with DDIM (η = 0), the same conditions and the plan's decoder steps and guidance gives the
+        images back."""
         from decoder.sample import invert
 
         with autocast(self.precision, self.device):
-            return invert(self.cascade.decoder, x0, image_embeds, None, steps=plan["steps"]["decoder"],
+            return invert(self.cascade.decoder, x0, image_embeds, text, steps=plan["steps"]["decoder"],
                           guidance=plan["guidance"]["decoder"], progress=self.progress).float()
 
     def upsample(self, x: Tensor, seeds: Sequence[int], plan: dict) -> Tensor:
