@@ -8,8 +8,11 @@
 - interpolation (noise="slerp"): PSNR of both end frames to their images;
 - text diffs "a … red <shape> …" → "a … blue <shape> …" (images whose object is red, background not
   blue): per θ, the share whose colour the project's CLIP now reads as blue, the share that keep the
-  true shape, position and background, and the share that do both; once with the paper's text
-  direction (--thetas) and once with the prior's image-embedding direction (--prior-thetas).
+  true shape, position and background (read among captions of the colour the frame has), and the
+  share that do both; with the paper's text direction (--thetas) and the prior's image-embedding
+  direction (--prior-thetas), each with the decoder reading the blended captions and without them
+  (--captions). θ = 0 is the decoder's reconstruction of the image, and `real/others_kept` the
+  CLIP's reading of the images themselves at the output side: the ceilings of "kept".
 Round trips are scored at the decoder's resolution (the latent they invert); text diffs at
 --output-size (default: the decoder's too; the upsamplers add time, not attributes).
 """
@@ -63,25 +66,42 @@ def round_trips(pipe, pairs, steps: int) -> dict[str, float]:
 
 
 def text_diffs(pipe, pairs, thetas: list[float], output_size: int | None, steps: int,
-               direction: str = "text") -> dict[str, float]:
+               direction: str = "text", caption: str = "blend") -> dict[str, float]:
     encoder = pipe.encoder
     frames, targets = [], []
     for image, attrs in pairs:
         target = attrs.replace(color="blue")
         frames += pipe.text_diff(image, canonical_caption(attrs), canonical_caption(target), thetas,
-                                 direction=direction, steps={"decoder": steps}, output_size=output_size)
+                                 direction=direction, caption=caption, steps={"decoder": steps},
+                                 output_size=output_size)
         targets += [target] * len(thetas)
-    readings = predict_attributes(encoder.encode_image(frames), targets, lambda c: encoder.encode_text(c).embeds)
+    embeds = encoder.encode_image(frames)
+
+    def embed_text(captions):
+        return encoder.encode_text(captions).embeds
+    colours = [r["color"] for r in predict_attributes(embeds, targets, embed_text)]
+    # the kept attributes are read among captions of the colour the frame has, so that a frame still
+    # red is not judged on how well it matches "a blue ..." captions
+    readings = predict_attributes(embeds, [t.replace(color=c) for t, c in zip(targets, colours)], embed_text)
     out = {}
     for k, theta in enumerate(thetas):
-        rows = list(zip(readings, targets))[k::len(thetas)]
-        moved = [r["color"] == "blue" for r, _ in rows]
-        kept = [all(r[a] == getattr(t, a) for a in KEPT) for r, t in rows]
-        key = f"{direction}/theta={theta:g}"
+        rows = list(zip(colours, readings, targets))[k::len(thetas)]
+        moved = [c == "blue" for c, _, _ in rows]
+        kept = [all(r[a] == getattr(t, a) for a in KEPT) for _, r, t in rows]
+        key = f"{direction}/{caption}/theta={theta:g}"
         out[f"{key}/colour_moved"] = sum(moved) / len(rows)
         out[f"{key}/others_kept"] = sum(kept) / len(rows)
         out[f"{key}/both"] = sum(m and k for m, k in zip(moved, kept)) / len(rows)
     return out
+
+
+def real_kept(pipe, pairs, size: int) -> dict[str, float]:
+    """The share of the images themselves, at `size`, whose shape, position and background CLIP reads right."""
+    encoder = pipe.encoder
+    images = images_to_tensor([image for image, _ in pairs], size)
+    attrs = [a for _, a in pairs]
+    readings = predict_attributes(encoder.encode_pixels(images), attrs, lambda c: encoder.encode_text(c).embeds)
+    return {"real/others_kept": sum(all(r[a] == getattr(t, a) for a in KEPT) for r, t in zip(readings, attrs)) / len(pairs)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,9 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     add_model_args(parser)
     parser.add_argument("--images", type=int, default=16, help="held-out images per measurement (default: 16)")
     parser.add_argument("--steps", type=int, default=50, help="decoder DDIM steps (default: 50)")
-    parser.add_argument("--thetas", default="0.25,0.5,0.75", help="text-diff θ values (default: 0.25,0.5,0.75)")
+    parser.add_argument("--thetas", default="0,0.25,0.5,0.75", help="text-diff θ values (default: 0,0.25,0.5,0.75)")
     parser.add_argument("--prior-thetas", default="0.5,1,1.5",
                         help="θ values of the prior-direction text diffs (default: 0.5,1,1.5)")
+    parser.add_argument("--captions", default="blend,none",
+                        help="text-diff caption modes to measure (default: blend,none; see unclip/manipulate.py)")
     parser.add_argument("--output-size", type=int, default=None, help="text-diff output side (default: decoder's)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
@@ -102,9 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     result = round_trips(pipe, held_out(args.images), args.steps)
     red = held_out(args.images, colour="red", avoid_background="blue")
     size = args.output_size or pipe.info.sizes["decoder"]
-    result.update(text_diffs(pipe, red, thetas, size, args.steps))
+    result.update(real_kept(pipe, red, size))
     prior_thetas = [float(t) for t in args.prior_thetas.split(",")]
-    result.update(text_diffs(pipe, red, prior_thetas, size, args.steps, direction="prior"))
+    for caption in args.captions.split(","):
+        result.update(text_diffs(pipe, red, thetas, size, args.steps, caption=caption))
+        result.update(text_diffs(pipe, red, prior_thetas, size, args.steps, direction="prior", caption=caption))
     result = {"images": args.images, "decoder_steps": args.steps, "models": pipe.models(), **result}
     for key, value in result.items():
         print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")

@@ -39,7 +39,7 @@ def interpolate_flow(image_a: str, image_b: str, frames: int = 5, noise: str = "
                      experiment: str | None = "unclip-inference") -> tuple[list[str], str | None]:
     pipe = common.load_pipeline(models, ref, versions, device, precision, compile, threads, progress)
     images = make_interpolation(pipe, image_a, image_b, frames, noise, seed, steps, guidance, output_size)
-    labels = [f"θ={im.info['unclip']['theta']:.2f}" for im in images]
+    labels = [f"theta={im.info['unclip']['theta']:.2f}" for im in images]
     paths = common.save_outputs(images, out, "interpolate", columns=len(images), labels=labels)
     params = {"image_a": image_a, "image_b": image_b, "frames": frames,
               **{k: v for k, v in images[0].info["unclip"].items() if k not in ("task", "source", "theta")}}
