@@ -45,9 +45,9 @@ PRESETS: dict[str, PriorTrainSettings] = {
     ),
     "demo": PriorTrainSettings(
         prior=PRIOR_PRESETS["demo"],
-        train=TrainConfig(steps=450, batch_size=128, lr=5e-4, warmup_steps=50, min_lr_ratio=0.05,
+        train=TrainConfig(steps=400, batch_size=128, lr=5e-4, warmup_steps=50, min_lr_ratio=0.05,
                           ema_decay=0.995, log_every=25, **_PAPER_OPT),
-        eval=PriorEvalConfig(size=1000, steps=16),
+        eval=PriorEvalConfig(size=600, steps=16),
     ),
     "base": PriorTrainSettings(
         prior=PRIOR_PRESETS["base"],
