@@ -76,18 +76,15 @@ def text_diffs(pipe, pairs, thetas: list[float], output_size: int | None, steps:
                                  output_size=output_size)
         targets += [target] * len(thetas)
     embeds = encoder.encode_image(frames)
-
-    def embed_text(captions):
-        return encoder.encode_text(captions).embeds
-    colours = [r["color"] for r in predict_attributes(embeds, targets, embed_text)]
+    colours = [r["color"] for r in predict_attributes(embeds, targets, _embed_text(encoder))]
     # the kept attributes are read among captions of the colour the frame has, so that a frame still
     # red is not judged on how well it matches "a blue ..." captions
-    readings = predict_attributes(embeds, [t.replace(color=c) for t, c in zip(targets, colours)], embed_text)
+    readings = predict_attributes(embeds, [t.replace(color=c) for t, c in zip(targets, colours)], _embed_text(encoder))
     out = {}
     for k, theta in enumerate(thetas):
         rows = list(zip(colours, readings, targets))[k::len(thetas)]
         moved = [c == "blue" for c, _, _ in rows]
-        kept = [all(r[a] == getattr(t, a) for a in KEPT) for _, r, t in rows]
+        kept = [_kept(r, t) for _, r, t in rows]
         key = f"{direction}/{caption}/theta={theta:g}"
         out[f"{key}/colour_moved"] = sum(moved) / len(rows)
         out[f"{key}/others_kept"] = sum(kept) / len(rows)
@@ -100,8 +97,16 @@ def real_kept(pipe, pairs, size: int) -> dict[str, float]:
     encoder = pipe.encoder
     images = images_to_tensor([image for image, _ in pairs], size)
     attrs = [a for _, a in pairs]
-    readings = predict_attributes(encoder.encode_pixels(images), attrs, lambda c: encoder.encode_text(c).embeds)
-    return {"real/others_kept": sum(all(r[a] == getattr(t, a) for a in KEPT) for r, t in zip(readings, attrs)) / len(pairs)}
+    readings = predict_attributes(encoder.encode_pixels(images), attrs, _embed_text(encoder))
+    return {"real/others_kept": sum(_kept(r, t) for r, t in zip(readings, attrs)) / len(pairs)}
+
+
+def _embed_text(encoder):
+    return lambda captions: encoder.encode_text(captions).embeds
+
+
+def _kept(reading: dict[str, str], attrs) -> bool:
+    return all(reading[a] == getattr(attrs, a) for a in KEPT)
 
 
 def main(argv: list[str] | None = None) -> int:

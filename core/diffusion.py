@@ -119,16 +119,18 @@ def training_target(scheduler: DDPMScheduler, x0, noise, t) -> torch.Tensor:
 
 
 def guided(model: Callable[..., torch.Tensor], cond: Mapping[str, torch.Tensor],
-           uncond: Mapping[str, torch.Tensor], scale: float) -> Denoise:
+           uncond: Mapping[str, torch.Tensor], scale: float | torch.Tensor) -> Denoise:
     """Classifier-free guidance as one wrapper: conditional and unconditional branches share one
-    batched forward pass; scale 1 is the plain conditional model."""
-    if scale == 1.0:
+    batched forward pass; scale 1 is the plain conditional model. A tensor scale [B] gives each sample
+    its own (0 to 1 mixes two conditions: uncond + w·(cond − uncond))."""
+    if not isinstance(scale, torch.Tensor) and scale == 1.0:
         return lambda x, t: model(x, t, **cond)
     both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out_uncond, out_cond = model(torch.cat([x, x]), torch.cat([t, t]), **both).chunk(2)
-        return out_uncond + scale * (out_cond - out_uncond)
+        w = scale.to(x.device, torch.float32).view(-1, *[1] * (x.ndim - 1)) if torch.is_tensor(scale) else scale
+        return out_uncond + w * (out_cond - out_uncond)
 
     return denoise
 

@@ -152,6 +152,8 @@ def fit(
 
     torch.manual_seed(cfg.seed)
     ema = EMA(model, cfg.ema_decay)
+    # fused: one kernel over all tensors instead of a loop over them (on CPU 3.5x faster optimizer steps,
+    # about 6% of a demo decoder step)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                                   fused=True)
     step, epoch, offset, losses, window = 0, 0, 0, [], []
@@ -238,8 +240,7 @@ def tensor_batches(data: dict[str, torch.Tensor], batch_size: int, seed: int) ->
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """The AdamW groups (fit builds the fused AdamW: one kernel over all tensors instead of a loop over
-    them, 3.5× faster steps on CPU, about 8% of a demo decoder step). Weight decay on matrices only: gains, biases and scalars such as CLIP's logit scale stay undecayed
+    """Weight decay on matrices only: gains, biases and scalars such as CLIP's logit scale stay undecayed
     (as in open_clip and GPT training); decaying a temperature or a norm gain only fights the loss."""
     params = [p for p in model.parameters() if p.requires_grad]
     return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},

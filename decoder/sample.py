@@ -88,13 +88,7 @@ def blended(decoder: Decoder, cond: dict[str, Tensor], other: dict[str, Tensor],
     moves from one text to another (w = 0: `cond` alone, w = 1: `other` alone)."""
     if cond["text_tokens"].shape != other["text_tokens"].shape:
         raise ConfigError("blended captions must come from one encoding (the same token length)")
-    both = {k: torch.cat([cond[k], other[k]]) for k in cond}
-    w = weight.to(cond["image_embeds"].device, torch.float32).view(-1, 1, 1, 1)
-
-    def denoise(x: Tensor, t: Tensor) -> Tensor:
-        first, second = decoder(torch.cat([x, x]), torch.cat([t, t]), **both).chunk(2)
-        return first + w * (second - first)
-    return denoise
+    return guided(decoder, other, cond, weight)
 
 
 @torch.no_grad()
