@@ -16,7 +16,8 @@ from data.shapes import canonical_caption, render, sample_attributes
 from decoder.config import settings_for
 from decoder.io import load_decoder, save_decoder
 from decoder.testing import tiny_decoder
-from decoder.train import outline_weights, resize_images, train_decoder, training_timesteps
+from decoder.train import (all_outline_weights, image_error, outline_weights, resize_images, train_decoder,
+                           training_timesteps)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -146,6 +147,20 @@ def test_outline_weights_mark_the_object_edges_only():
     assert float(w[0].max()) == pytest.approx(5.0)
     assert w[0, 0, 0, 0] == 1 and w[0, 0, 6, 6] == 1  # far outside and deep inside: no extra weight
     assert w[0, 0, 4, 6] > 1 and w[0, 0, 5, 6] > 1 and w[0, 0, 8, 6] > 1 and w[0, 0, 9, 6] > 1  # both sides of an edge
+
+
+def test_outline_weights_of_a_whole_set_match_per_batch_ones_and_weight_the_error():
+    images = torch.randint(0, 256, (7, 3, 8, 8), dtype=torch.uint8)
+    every = all_outline_weights(images, 8.0, chunk=3)  # chunks of 3, 3 and 1 images
+    assert torch.allclose(every, outline_weights(images.float() / 127.5 - 1, 8.0))
+    assert all_outline_weights(images, 0.0) is None
+    diff = torch.randn(7, 3, 8, 8)
+    assert torch.allclose(image_error(diff, None), diff.pow(2).mean(dim=(1, 2, 3)))
+    flat = torch.full((7, 1, 8, 8), 3.0)  # uniform weights: the plain mean
+    assert torch.allclose(image_error(diff, flat), diff.pow(2).mean(dim=(1, 2, 3)))
+    edge = torch.ones(7, 1, 8, 8)
+    edge[..., 0, 0] = 100.0  # one heavy pixel pulls each image's error toward its own
+    assert torch.allclose(image_error(diff, edge), (diff.pow(2) * edge).sum(dim=(1, 2, 3)) / (3 * edge.sum(dim=(1, 2, 3))))
 
 
 def test_low_noise_share_draws_that_share_of_timesteps_from_the_low_end():
