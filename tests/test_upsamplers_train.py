@@ -96,6 +96,29 @@ def test_metrics_against_ground_truth():
     assert (sharpness(noisy, truth) > 1).all()
 
 
+def test_ssim_matches_a_direct_windowed_computation():
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 3, 20, 24) * 2 - 1, torch.rand(2, 3, 20, 24) * 2 - 1
+    y[1] = (x[1] + 0.2 * torch.randn_like(x[1])).clamp(-1, 1)  # one related pair, one unrelated
+    a, b = ((x + 1) / 2).double(), ((y + 1) / 2).double()
+    r = torch.arange(11, dtype=torch.float64) - 5
+    g = torch.exp(-0.5 * (r / 1.5) ** 2)
+    w = g[:, None] * g[None, :] / g.sum() ** 2  # the 11×11 Gaussian window, summing to 1
+    expected = torch.zeros(2)
+    for i in range(2):
+        scores = []
+        for top in range(20 - 10):
+            for left in range(24 - 10):
+                pa, pb = a[i, :, top:top + 11, left:left + 11], b[i, :, top:top + 11, left:left + 11]
+                ma, mb = (pa * w).sum((1, 2)), (pb * w).sum((1, 2))
+                va, vb = (pa * pa * w).sum((1, 2)) - ma**2, (pb * pb * w).sum((1, 2)) - mb**2
+                cov = (pa * pb * w).sum((1, 2)) - ma * mb
+                scores.append(((2 * ma * mb + 1e-4) * (2 * cov + 9e-4)) / ((ma**2 + mb**2 + 1e-4) * (va + vb + 9e-4)))
+        expected[i] = torch.stack(scores).mean()
+    assert torch.allclose(ssim(x, y), expected, atol=1e-5)
+    assert ssim(x, y)[1] > 0.5 > ssim(x, y)[0]
+
+
 def test_evaluation_reports_model_and_bicubic_and_a_side_by_side_image():
     torch.manual_seed(0)
     truth = squares(2).float() / 127.5 - 1

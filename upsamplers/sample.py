@@ -158,12 +158,16 @@ def upsample(
         raise ConfigError(str(err)) from None
 
     device = next(model.parameters()).device
+    # Channels-last inputs on the CPU: the demo upsamplers' oneDNN convolutions at 128 and 512 px took
+    # 0.75-0.8x as long (the same outputs to 1e-6); not measured on GPUs, so left as it is there.
+    memory = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     condition = condition_for(model, low_res, level, seeds).to(device)
     levels = torch.full((len(seeds),), level, device=device)
 
     def net(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         with _autocast(precision, device):
-            return model(x, t, cond, levels).float()
+            out = model(x.contiguous(memory_format=memory), t, cond.contiguous(memory_format=memory), levels)
+        return out.float().contiguous()
 
     run = tiled(net, tile, overlap) if tile is not None else net
     denoise: Denoise = lambda x, t: run(x, t, condition)  # noqa: E731
