@@ -16,8 +16,14 @@ from data.shapes import canonical_caption, render, sample_attributes
 from decoder.config import settings_for
 from decoder.io import load_decoder, save_decoder
 from decoder.testing import tiny_decoder
-from decoder.train import (all_outline_weights, image_error, outline_weights, resize_images, train_decoder,
-                           training_timesteps)
+from decoder.train import (
+    all_outline_weights,
+    image_error,
+    outline_weights,
+    resize_images,
+    train_decoder,
+    training_timesteps,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
