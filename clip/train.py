@@ -58,7 +58,7 @@ PRESETS: dict[str, ClipTrainSettings] = {
     # A 32 px image tower costs a third as much per step but read real shapes at 0.77 (decoded 0.70).
     "demo": ClipTrainSettings(
         model=model_preset("demo"),
-        train=TrainConfig(steps=760, batch_size=128, lr=1e-3, weight_decay=0.1, warmup_steps=50,
+        train=TrainConfig(steps=800, batch_size=128, lr=1e-3, weight_decay=0.1, warmup_steps=50,
                           min_lr_ratio=0.05, ema_decay=0.98, log_every=25),
         data=DatasetConfig(num_examples=21000, val_size=1000, image_size=64, paraphrase=False),
         hard_fraction=0.5,
