@@ -230,7 +230,9 @@ class DecoderSettings(Config):
 #   (linspace spacing, 25 or 50 steps: 0.75, 0.74).
 # - 1,000 U-Net steps and 2,600 draft fits (from 1,100 and 3,000), for the demo's 30 minutes: the
 #   decoder's own evaluation (100 images, shape) read 0.77 against 0.78, 1.3 minutes sooner. The draft
-#   alone (300 images) reads 0.84 / 0.81 / 0.79 after 3,000 / 2,000 / 1,500 fits.
+#   alone (300 images) reads 0.84 / 0.81 / 0.79 after 3,000 / 2,000 / 1,500 fits. 900 U-Net steps: 0.83
+#   in a demo run against 0.80 at 1,000 (0.84 in a second run, whose CLIP embedded without channels-last),
+#   0.3-0.4 minutes sooner again.
 PRESETS: dict[str, DecoderSettings] = {
     "smoke": DecoderSettings(
         decoder=DecoderConfig(
