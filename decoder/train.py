@@ -92,9 +92,10 @@ def image_error(diff: torch.Tensor, pixel: torch.Tensor | None) -> torch.Tensor:
     return (diff.pow(2) * pixel).sum(dim=(1, 2, 3)) / (pixel.sum(dim=(1, 2, 3)) * diff.shape[1])
 
 
-def all_outline_weights(images: torch.Tensor, strength: float, chunk: int = 4096) -> torch.Tensor | None:
-    """outline_weights of every uint8 image [N, 3, H, W], computed once (the draft fit draws from the same
-    images thousands of times; this was a tenth of its step); None without outline weighting."""
+def pixel_weights(images: torch.Tensor, strength: float, chunk: int = 4096) -> torch.Tensor | None:
+    """outline_weights of uint8 images [N, 3, H, W] (in chunks, so a whole training set can be weighted
+    once: the draft fit draws from it thousands of times, and this was a tenth of its step); None
+    without outline weighting."""
     if not strength:
         return None
     return torch.cat([outline_weights(images[i:i + chunk].float() / 127.5 - 1, strength)
@@ -126,8 +127,8 @@ def make_loss(settings: DecoderSettings):
         drop_image = torch.rand(b, device=x0.device) < cfg.image_dropout
         drop_text = torch.rand(b, device=x0.device) < cfg.text_dropout
         out = model(x_t, t, **{k: batch[k] for k in CONDITIONS}, drop_image=drop_image, drop_text=drop_text)
-        pixel = outline_weights(x0.float(), settings.outline_weight) if settings.outline_weight else None
-        err = image_error(out.float() - training_target(scheduler, x0, noise, t), pixel)
+        err = image_error(out.float() - training_target(scheduler, x0, noise, t),
+                          pixel_weights(batch["images"], settings.outline_weight))
         weights = snr_weights(scheduler, t, settings.min_snr_gamma)
         return err.mean() if weights is None else (err * weights).mean()
     return loss_fn
@@ -174,7 +175,7 @@ def fit_draft(model: Decoder, data: dict[str, torch.Tensor], settings: DecoderSe
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(train.steps, 1))
     generator = torch.Generator().manual_seed(settings.train.seed)
     n, device = data["images"].shape[0], next(model.parameters()).device
-    pixel = all_outline_weights(data["images"], settings.outline_weight)
+    pixel = pixel_weights(data["images"], settings.outline_weight)
     for _ in trange(train.steps, desc="decoder draft", mininterval=2):
         rows = torch.randint(0, n, (train.batch_size,), generator=generator)
         drop_image = (torch.rand(train.batch_size, generator=generator) < cfg.image_dropout).to(device)

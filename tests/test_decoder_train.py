@@ -17,9 +17,9 @@ from decoder.config import settings_for
 from decoder.io import load_decoder, save_decoder
 from decoder.testing import tiny_decoder
 from decoder.train import (
-    all_outline_weights,
     image_error,
     outline_weights,
+    pixel_weights,
     resize_images,
     train_decoder,
     training_timesteps,
@@ -157,9 +157,9 @@ def test_outline_weights_mark_the_object_edges_only():
 
 def test_outline_weights_of_a_whole_set_match_per_batch_ones_and_weight_the_error():
     images = torch.randint(0, 256, (7, 3, 8, 8), dtype=torch.uint8)
-    every = all_outline_weights(images, 8.0, chunk=3)  # chunks of 3, 3 and 1 images
+    every = pixel_weights(images, 8.0, chunk=3)  # chunks of 3, 3 and 1 images
     assert torch.allclose(every, outline_weights(images.float() / 127.5 - 1, 8.0))
-    assert all_outline_weights(images, 0.0) is None
+    assert pixel_weights(images, 0.0) is None
     diff = torch.randn(7, 3, 8, 8)
     assert torch.allclose(image_error(diff, None), diff.pow(2).mean(dim=(1, 2, 3)))
     flat = torch.full((7, 1, 8, 8), 3.0)  # uniform weights: the plain mean

@@ -161,7 +161,7 @@ def upsample(
     # Channels-last inputs on the CPU: the demo upsamplers' oneDNN convolutions at 128 and 512 px took
     # 0.75-0.8x as long (the same outputs to 1e-6); not measured on GPUs, so left as it is there.
     memory = torch.channels_last if device.type == "cpu" else torch.contiguous_format
-    condition = condition_for(model, low_res, level, seeds).to(device)
+    condition = condition_for(model, low_res, level, seeds).to(device).contiguous(memory_format=memory)
     levels = torch.full((len(seeds),), level, device=device)
 
     def net(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
