@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_pipeline import add_model_args, load  # noqa: E402
+from clip.zeroshot import format_share  # noqa: E402
 from data import open_dataset  # noqa: E402
 from data.shapes import canonical_caption, parse_caption  # noqa: E402
 from flows.presets import cascade_settings  # noqa: E402
@@ -58,12 +59,13 @@ def bench(args: argparse.Namespace) -> dict:
 
 
 def table(result: dict) -> str:
-    rows = result["accuracy"]
+    rows, n = result["accuracy"], result["prompts"] * result["images_per_prompt"]
     attrs = [k for k in next(iter(rows.values())) if k != "guidance"]
     lines = ["| guidance | " + " | ".join(attrs) + " |", "|---" * (len(attrs) + 1) + "|"]
     for row in rows.values():
         label = ", ".join(f"{k} {v:g}" for k, v in row["guidance"].items())
-        lines.append(f"| {label} | " + " | ".join(f"{row[a]:.2f}" for a in attrs) + " |")
+        lines.append(f"| {label} | " + " | ".join(format_share(row[a], n) for a in attrs) + " |")
+    lines.append(f"\n{n} images; in brackets the 95% (Wilson) interval of each share")
     return "\n".join(lines)
 
 

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_pipeline import add_model_args, load  # noqa: E402
-from clip.zeroshot import predict_attributes  # noqa: E402
+from clip.zeroshot import format_share, predict_attributes  # noqa: E402
 from data import DatasetConfig, open_dataset  # noqa: E402
 from data.shapes import canonical_caption  # noqa: E402
 from decoder.evaluate import psnr  # noqa: E402
@@ -105,6 +105,13 @@ def _embed_text(encoder):
     return lambda captions: encoder.encode_text(captions).embeds
 
 
+def _show(key: str, value, cases: int) -> str:
+    """Shares of the red images with their 95% interval, PSNRs in dB, the rest as they are."""
+    if isinstance(value, float) and key.endswith(("colour_moved", "others_kept", "both")):
+        return format_share(value, cases)
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def _kept(reading: dict[str, str], attrs) -> bool:
     return all(reading[a] == getattr(attrs, a) for a in KEPT)
 
@@ -136,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         result.update(text_diffs(pipe, red, prior_thetas, size, args.steps, direction="prior", caption=caption))
     result = {"images": args.images, "decoder_steps": args.steps, "models": pipe.models(), **result}
     for key, value in result.items():
-        print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+        print(f"{key}: {_show(key, value, len(red))}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
     return 0

@@ -9,7 +9,7 @@ import torch
 
 from clip.encoder import load_encoder
 from clip.train import settings_for, train_clip
-from clip.zeroshot import attribute_accuracy
+from clip.zeroshot import attribute_accuracy, format_share, share_interval
 from data.shapes import ATTRIBUTES, canonical_caption, sample_attributes
 
 
@@ -54,6 +54,25 @@ def test_zero_shot_scorer_counts_the_true_value():
     assert attribute_accuracy(perfect, attrs, embed_text) == dict.fromkeys(ATTRIBUTES, 1.0)
     worst = -perfect
     assert all(v < 1.0 for v in attribute_accuracy(worst, attrs, embed_text).values())
+
+
+@pytest.mark.parametrize(("hits", "n", "low", "high"), [
+    # Wilson score intervals as scipy.stats.binomtest(hits, n).proportion_ci(method="wilson") gives them
+    (83, 100, 0.7445, 0.8911), (81, 263, 0.2553, 0.3662), (0, 10, 0.0, 0.2775), (96, 96, 0.9615, 1.0)])
+def test_share_interval_is_the_wilson_interval(hits, n, low, high):
+    got = share_interval(hits / n, n)
+    assert got == pytest.approx((low, high), abs=1e-4)
+    assert got[0] <= hits / n <= got[1]
+
+
+def test_share_interval_narrows_with_more_cases_and_refuses_nonsense():
+    widths = [high - low for low, high in (share_interval(0.8, n) for n in (10, 100, 1000))]
+    assert widths[0] > widths[1] > widths[2]
+    assert format_share(0.83, 100) == "0.83 (0.74-0.89)"
+    with pytest.raises(ValueError, match="at least one"):
+        share_interval(0.5, 0)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        share_interval(1.5, 10)
 
 
 def _cands(x, attribute):
