@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from core.config import Config
 from core.ema import EMA
 from core.errors import ConfigError, UnclipError
+from core.threads import follow_share
 from core.train_state import find_latest, load_checkpoint, save_checkpoint
 
 log = logging.getLogger("core.trainer")
@@ -169,6 +170,7 @@ def fit(
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not main, dynamic_ncols=True)
     window_start, t0 = step, time.perf_counter()
     while step < cfg.steps:
+        follow_share()
         loss_value, grad_norm = _train_step(model, optimizer, loss_fn, stream, cfg, acc, step, rank)
         ema.update(acc.unwrap_model(model))
         step += 1

@@ -32,6 +32,9 @@ class CascadeSettings(Config):
     lanes: int = Field(1, ge=1, le=4, description="stages trained at once once the shards exist (decoder, prior and "
                        "both upsamplers), each with its share of the CPU threads: for machines with more cores than "
                        "one small stage can use; on 2 cores it is slower (see LANES)")
+    upsamplers_beside_clip: bool = Field(False, description="train both upsamplers, which need no CLIP, in a second "
+                                         "lane while the CLIP trains, each lane with half of the CPU threads; the "
+                                         "CLIP takes them all once the upsamplers are done")
 
     @model_validator(mode="after")
     def _one_cascade(self) -> CascadeSettings:
@@ -58,5 +61,6 @@ def cascade_settings(preset: str = "demo", overrides: list[str] | tuple[str, ...
         upsampler1=upsampler_settings(1, preset),
         upsampler2=upsampler_settings(2, preset),
         lanes=LANES.get(preset, 1),
+        upsamplers_beside_clip=preset in ("smoke", "demo"),
     )
     return apply_overrides(settings, overrides)

@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from clip.shards import EmbeddingShards
 from clip.spec import ClipSpec
 from core import registry
+from core.threads import drop_share, follow_share, post_share
 from flows.presets import CASCADE_PRESETS, CascadeSettings, cascade_settings
 from flows.stage import StageResult, run_stage, stage_folder
 
@@ -120,25 +121,28 @@ def train_upsampler_flow(settings: CascadeSettings, stage: int, workdir: str = "
 def train_cascade(preset: str = "demo", overrides: list[str] | None = None, workdir: str = "runs",
                   stages: list[str] | None = None, force: bool = False) -> dict[str, StageResult]:
     """Train every stage; stages whose inputs are unchanged and already registered are skipped.
-    CLIP and the embedding come first; then `settings.lanes` of the other stages train at once."""
+    CLIP (beside the upsamplers with `settings.upsamplers_beside_clip`) and the embedding come first;
+    then `settings.lanes` of the other stages train at once."""
     settings = cascade_settings(preset, overrides or [])
     wanted = stages or list(STAGES)
-    results: dict[str, StageResult] = {}
-    if "clip" in wanted:
-        results["clip"] = train_clip_flow(settings, workdir, force)
-    shards = {}
-    if {"prior", "decoder"} & set(wanted):
-        spec = ClipSpec.load(results["clip"].folder) if "clip" in results else fetch_clip_spec()
-        shards = embed_flow(settings, spec, workdir)
     # The stages that need nothing but the shards, longest first on the demo preset, so that with 2 lanes
-    # the decoder trains in one while the other takes the rest in turn.
-    jobs = {
+    # the decoder trains in one while the other takes the rest in turn. The upsamplers need no CLIP at all.
+    later = {
         "decoder": lambda: train_decoder_flow(settings, shards, workdir, force),
         "upsampler2": lambda: train_upsampler_flow(settings, 2, workdir, force),
         "prior": lambda: train_prior_flow(settings, shards, workdir, force),
         "upsampler1": lambda: train_upsampler_flow(settings, 1, workdir, force),
     }
-    results.update(run_lanes({name: job for name, job in jobs.items() if name in wanted}, settings.lanes))
+    later = {name: job for name, job in later.items() if name in wanted}
+    first = {"clip": lambda: train_clip_flow(settings, workdir, force)} if "clip" in wanted else {}
+    if first and settings.upsamplers_beside_clip:
+        first.update({name: later.pop(name) for name in ("upsampler2", "upsampler1") if name in later})
+    results: dict[str, StageResult] = run_lanes(first, 2 if len(first) > 1 else 1)
+    shards = {}
+    if {"prior", "decoder"} & set(wanted):
+        spec = ClipSpec.load(results["clip"].folder) if "clip" in results else fetch_clip_spec()
+        shards = embed_flow(settings, spec, workdir)
+    results.update(run_lanes(later, settings.lanes))
     results = {name: results[name] for name in STAGES if name in results}
     create_markdown_artifact(key="unclip-cascade", markdown="\n".join(r.markdown() for r in results.values()),
                              description=f"cascade {preset}")
@@ -147,24 +151,39 @@ def train_cascade(preset: str = "demo", overrides: list[str] | None = None, work
 
 def run_lanes(jobs: dict[str, Callable[[], T]], lanes: int) -> dict[str, T]:
     """Run the jobs in order, `lanes` at a time, each in a thread with its share of torch's CPU threads
-    (and a copy of the caller's context, so their Prefect flows nest under the caller's). After a
-    failure no further job starts; the first failure is raised once the running ones end."""
+    (and a copy of the caller's context, so their Prefect flows nest under the caller's). Once no job
+    is left to start, the threads of a lane that ends go to the lanes still running (core/threads.py).
+    After a failure no further job starts; the first failure is raised once the running ones end."""
     lanes = min(lanes, len(jobs))
     if lanes <= 1:
         return {name: job() for name, job in jobs.items()}
     total = torch.get_num_threads()
-    share = max(1, total // lanes)
     failed = threading.Event()
+    lock = threading.Lock()
+    waiting, running = len(jobs), set()
 
     def run(job: Callable[[], T]) -> T:
-        if failed.is_set():
-            raise CancelledError
-        torch.set_num_threads(share)  # OpenMP keeps a thread count per calling thread
+        nonlocal waiting
+        me = threading.get_ident()
+        with lock:
+            waiting -= 1
+            running.add(me)
+            post_share(max(1, total // lanes))
         try:
+            if failed.is_set():
+                raise CancelledError
+            follow_share()  # OpenMP keeps a thread count per calling thread
             return job()
         except BaseException:
             failed.set()
             raise
+        finally:
+            with lock:
+                running.discard(me)
+                drop_share()
+                if not waiting:
+                    for other in running:
+                        post_share(max(1, total // len(running)), other)
 
     try:
         with ThreadPoolExecutor(lanes, thread_name_prefix="unclip-lane") as pool:

@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+from core.threads import follow_share, post_share
 from flows.train import run_lanes
 
 
@@ -104,3 +105,53 @@ def test_jobs_see_the_callers_context(two_threads):
     var = contextvars.ContextVar("var", default="unset")
     var.set("caller")
     assert run_lanes({"a": var.get, "b": var.get}, lanes=2) == {"a": "caller", "b": "caller"}
+
+
+def test_the_last_lane_running_takes_the_threads_of_the_lanes_that_ended(two_threads):
+    short_done = threading.Event()
+    seen = []
+
+    def long():
+        seen.append(torch.get_num_threads())
+        short_done.wait(10)
+        for _ in range(100):  # a training loop follows its share between steps
+            follow_share()
+            if torch.get_num_threads() == 2:
+                break
+            time.sleep(0.01)
+        seen.append(torch.get_num_threads())
+        return "long"
+
+    def short():
+        return "short"
+
+    def signal_after_short():
+        time.sleep(0.1)
+        short_done.set()
+
+    threading.Thread(target=signal_after_short).start()
+    assert run_lanes({"long": long, "short": short}, lanes=2) == {"long": "long", "short": "short"}
+    assert seen == [1, 2]
+    assert torch.get_num_threads() == 2
+
+
+def test_queued_jobs_keep_the_lanes_share_until_none_is_left(two_threads):
+    seen = {}
+
+    def job(name):
+        def run():
+            time.sleep(0.05)
+            follow_share()
+            seen[name] = torch.get_num_threads()
+            return name
+        return run
+
+    # three jobs, two lanes: whichever ends first hands its lane to the third, so every job runs on one
+    # thread until nothing is queued; only then may the survivor grow
+    run_lanes({"a": job("a"), "b": job("b"), "c": job("c")}, lanes=2)
+    assert seen["a"] == seen["b"] == 1
+
+
+def test_a_share_needs_a_thread():
+    with pytest.raises(ValueError, match="at least one thread"):
+        post_share(0)
