@@ -18,7 +18,9 @@ CASCADE_PRESETS = ("smoke", "demo", "base", "paper")
 # Measured on the 2 shared cores, demo: decoder, prior and upsamplers one after another with 2 threads
 # 16.0 min, side by side with 1 thread each 18.0 min: the decoder is most of that work and ran 1.8x
 # slower on one thread beside the upsamplers, so demo keeps 1 lane. smoke takes 2, so that CI runs the
-# side-by-side path through Prefect and MLflow.
+# side-by-side path through Prefect and MLflow. The upsamplers beside the CLIP balance better: CLIP and
+# both upsamplers took 11.1 min (upsamplers 5.1 + 3.8 min on one thread, then the CLIP on both) against
+# 13.4 min in turn, and the whole demo 27.4 min against 29.6.
 LANES = {"smoke": 2}
 
 
