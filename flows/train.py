@@ -137,7 +137,7 @@ def train_cascade(preset: str = "demo", overrides: list[str] | None = None, work
     first = {"clip": lambda: train_clip_flow(settings, workdir, force)} if "clip" in wanted else {}
     if first and settings.upsamplers_beside_clip:
         first.update({name: later.pop(name) for name in ("upsampler2", "upsampler1") if name in later})
-    results: dict[str, StageResult] = run_lanes(first, 2 if len(first) > 1 else 1)
+    results: dict[str, StageResult] = run_lanes(first, 2)  # one lane when the CLIP is alone
     shards = {}
     if {"prior", "decoder"} & set(wanted):
         spec = ClipSpec.load(results["clip"].folder) if "clip" in results else fetch_clip_spec()
