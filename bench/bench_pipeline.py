@@ -8,10 +8,9 @@ Variants (precision x thread count) run interleaved, round-robin, in one process
 each, so a noisy shared machine slows them alike; the table gives the median seconds per stage and
 each variant's total relative to the first. Only bf16 on a CPU with AMX-BF16 (or a GPU) can win.
 
-diffusers' deprecated UnCLIPPipeline is not compared: it needs a transformers CLIP text model (the
-demo CLIP is an open_clip model), runs every stage with UnCLIPScheduler, and calls its super-resolution
-U-Nets without the noise-level class labels our upsamplers are conditioned on; and a decoder with a
-draft (the demo's) takes input channels that its decoder call does not pass.
+The comparison with diffusers' deprecated UnCLIPPipeline is bench/bench_vs_diffusers.py: that pipeline
+drives only Karlo's layout (a transformers CLIP, a decoder without the demo's draft), so it runs on a
+cascade built in that layout.
 """
 
 from __future__ import annotations

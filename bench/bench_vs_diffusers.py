@@ -1,0 +1,202 @@
+"""Speed of this pipeline against diffusers' deprecated UnCLIPPipeline, on the same weights and steps.
+
+    python bench/bench_vs_diffusers.py                      # demo widths, prior 25 + decoder 25 steps
+    python bench/bench_vs_diffusers.py --repeats 5 --json vs_diffusers.json
+
+UnCLIPPipeline drives only Karlo's layout, so both run a cascade built here in that layout at the demo's
+widths: a transformers CLIP text tower (token states as wide as the embedding, as in CLIP-L), our prior
+(a diffusers PriorTransformer) and a decoder without the demo's draft, refiner, coordinate channels and
+patches (a diffusers UNet2DConditionModel fed by UnCLIPTextProjModel). The networks are the same
+objects in both pipelines; the weights are random, since this measures speed, not pictures. Each
+pipeline makes one image of one prompt, with classifier-free guidance (conditional and unconditional
+branches batched) in both stages, and one prior sample (no best-of, which diffusers lacks).
+UnCLIPPipeline always runs its super-resolution stage: it gets a minimal U-Net and two steps (its least), and the
+time inside it (forward hooks) is taken out of its total. Our upsamplers are not compared: diffusers
+calls its super-resolution U-Nets without the noise-level labels ours are conditioned on.
+
+Rounds alternate between the two pipelines after one warm-up each, so a noisy shared machine slows
+them alike; the table gives median seconds and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from clip.spec import ClipSpec  # noqa: E402
+from decoder.config import settings_for as decoder_settings  # noqa: E402
+from decoder.io import save_decoder  # noqa: E402
+from decoder.model import Decoder  # noqa: E402
+from prior.io import save_prior  # noqa: E402
+from prior.model import DiffusionPrior  # noqa: E402
+from prior.train import settings_for as prior_settings  # noqa: E402
+from unclip import UnclipPipeline  # noqa: E402
+
+PROMPT = "a small red circle in the top left on a white background"
+WIDTH, CONTEXT = 128, 16  # the demo CLIP's embedding and caption widths and its context length
+
+
+def make_clip(folder: Path) -> ClipSpec:
+    """A transformers CLIP with the demo CLIP's text tower shape (3 layers, 128 wide, 16 tokens)."""
+    from tiny_clips import clip_tokenizer
+    from transformers import CLIPConfig, CLIPModel
+
+    text = {"hidden_size": WIDTH, "intermediate_size": 4 * WIDTH, "num_hidden_layers": 3, "num_attention_heads": 4,
+            "vocab_size": 49408, "max_position_embeddings": CONTEXT, "projection_dim": WIDTH}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 8, "projection_dim": WIDTH}
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=WIDTH)).save_pretrained(folder)
+    clip_tokenizer().save_pretrained(folder)
+    from transformers import CLIPImageProcessor
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    spec = ClipSpec.resolve("hf", folder)
+    spec.save(folder)
+    return spec
+
+
+def build(root: Path) -> tuple[UnclipPipeline, object]:
+    """(our pipeline, diffusers' UnCLIPPipeline) over the same prior and decoder networks."""
+    spec = make_clip(root / "clip")
+    torch.manual_seed(0)
+    prior = DiffusionPrior(prior_settings("demo").prior.for_clip(spec.embed_dim, spec.context_length, spec.text_width),
+                           clip_spec=spec).eval()
+    prior.set_stats(torch.zeros(spec.embed_dim), torch.full((spec.embed_dim,), spec.embed_dim**-0.5))
+    save_prior(root / "prior", prior, spec)
+    demo = decoder_settings("demo").decoder
+    plain = demo.override(patch_size=1, coord_channels=False, draft_width=0, refine_width=0,
+                          unet=demo.unet.override(attention_resolutions=(16, 8)),  # the same levels, unpatched
+                          noise=demo.noise.override(prediction="epsilon", snr_shift=1.0))
+    decoder = Decoder(plain.for_clip(spec.embed_dim, spec.text_width)).eval()
+    save_decoder(root / "decoder", decoder, spec)
+    ours = UnclipPipeline.from_folders(root / "clip", root / "prior", root / "decoder", progress=False)
+    return ours, diffusers_pipeline(root / "clip", ours)
+
+
+def diffusers_pipeline(clip_folder: Path, ours: UnclipPipeline):
+    from diffusers import UnCLIPPipeline, UnCLIPScheduler, UNet2DModel
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    decoder = ours.cascade.decoder
+    size = decoder.cfg.image_size
+    super_res = UNet2DModel(sample_size=2 * size, in_channels=6, out_channels=3, block_out_channels=(8,),
+                            down_block_types=("DownBlock2D",), up_block_types=("UpBlock2D",), layers_per_block=1,
+                            norm_num_groups=8).eval()
+    return UnCLIPPipeline(
+        prior=ours.cascade.prior.prior, decoder=LearnedVarianceView(decoder.unet), text_proj=decoder.text_proj,
+        text_encoder=CLIPTextModelWithProjection.from_pretrained(clip_folder).eval(),
+        tokenizer=CLIPTokenizer.from_pretrained(clip_folder), super_res_first=super_res, super_res_last=super_res,
+        prior_scheduler=UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="sample",
+                                        clip_sample_range=10.0),
+        decoder_scheduler=UnCLIPScheduler(variance_type="learned_range", prediction_type="epsilon"),
+        super_res_scheduler=UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="epsilon"),
+    )
+
+
+class LearnedVarianceView(torch.nn.Module):
+    """Our fixed-variance U-Net as UnCLIPPipeline's decoder, which splits off Karlo's learned-variance
+    channels: the same network, its output followed by 3 zero channels (a midway variance)."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+        self.config = unet.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def forward(self, sample, timestep, **kw):
+        from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+        out = self.unet(sample, timestep, **kw).sample
+        return UNet2DConditionOutput(sample=torch.cat([out, torch.zeros_like(out)], dim=1))
+
+
+class Stopwatch:
+    """Seconds spent inside a module's forward calls."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.seconds = 0.0
+        module.register_forward_pre_hook(lambda *_: setattr(self, "_start", time.perf_counter()))
+        module.register_forward_hook(lambda *_: setattr(self, "seconds", self.seconds + time.perf_counter() - self._start))
+
+
+def bench(args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-vs-diffusers-") as root:
+        ours, theirs = build(Path(root))  # everything is loaded: the folders can go
+    theirs.set_progress_bar_config(disable=True)
+    super_res = Stopwatch(theirs.super_res_first)
+    plan = ours.plan({"prior": args.prior_steps, "decoder": args.decoder_steps},
+                     {"prior": args.prior_guidance, "decoder": args.decoder_guidance})
+
+    def run_ours(seed: int) -> float:
+        start = time.perf_counter()
+        ours.generate_tensors([PROMPT], 1, seed, plan, best_of=1)
+        return time.perf_counter() - start
+
+    def run_theirs(seed: int) -> float:
+        super_res.seconds = 0.0
+        start = time.perf_counter()
+        theirs(PROMPT, num_images_per_prompt=1, prior_num_inference_steps=args.prior_steps,
+               decoder_num_inference_steps=args.decoder_steps, super_res_num_inference_steps=2,
+               prior_guidance_scale=args.prior_guidance, decoder_guidance_scale=args.decoder_guidance,
+               generator=torch.Generator().manual_seed(seed), output_type="pt")
+        return time.perf_counter() - start - super_res.seconds
+
+    times: dict[str, list[float]] = {"unclip": [], "diffusers UnCLIPPipeline": []}
+    with torch.inference_mode():
+        for repeat in range(args.repeats + 1):  # round 0 warms up
+            for name, run in zip(times, (run_ours, run_theirs)):
+                seconds = run(repeat)
+                if repeat:
+                    times[name].append(seconds)
+                print(f"round {repeat} {name}: {seconds:.3f}s", file=sys.stderr)
+    medians = {name: statistics.median(runs) for name, runs in times.items()}
+    return {"steps": {"prior": args.prior_steps, "decoder": args.decoder_steps},
+            "guidance": {"prior": args.prior_guidance, "decoder": args.decoder_guidance},
+            "decoder_size": ours.cascade.decoder.cfg.image_size, "threads": torch.get_num_threads(),
+            "repeats": args.repeats, "median_seconds": medians,
+            "ratio_diffusers_over_ours": medians["diffusers UnCLIPPipeline"] / medians["unclip"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prior-steps", type=int, default=25)
+    parser.add_argument("--decoder-steps", type=int, default=25)
+    parser.add_argument("--prior-guidance", type=float, default=4.0, help="Karlo's (default: 4)")
+    parser.add_argument("--decoder-guidance", type=float, default=8.0, help="Karlo's (default: 8)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds after the warm-up (default: 5)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = bench(args)
+    print("| pipeline | median seconds per image (text → prior → decoder) |\n|---|---|")
+    for name, seconds in result["median_seconds"].items():
+        print(f"| {name} | {seconds:.3f} |")
+    print(f"diffusers / ours: {result['ratio_diffusers_over_ours']:.2f}x "
+          f"({result['steps']}, guidance {result['guidance']}, {result['decoder_size']} px, {result['threads']} threads)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
