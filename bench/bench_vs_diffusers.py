@@ -44,24 +44,15 @@ from prior.train import settings_for as prior_settings  # noqa: E402
 from unclip import UnclipPipeline  # noqa: E402
 
 PROMPT = "a small red circle in the top left on a white background"
-WIDTH, CONTEXT = 128, 16  # the demo CLIP's embedding and caption widths and its context length
+WIDTH = 128  # the demo CLIP's embedding and caption width (its 16-token context is tiny_clips')
 
 
 def make_clip(folder: Path) -> ClipSpec:
     """A transformers CLIP with the demo CLIP's text tower shape (3 layers, 128 wide, 16 tokens)."""
-    from tiny_clips import clip_tokenizer
-    from transformers import CLIPConfig, CLIPModel
+    from tiny_clips import make_hf_clip
 
-    text = {"hidden_size": WIDTH, "intermediate_size": 4 * WIDTH, "num_hidden_layers": 3, "num_attention_heads": 4,
-            "vocab_size": 49408, "max_position_embeddings": CONTEXT, "projection_dim": WIDTH}
-    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-              "image_size": 32, "patch_size": 8, "projection_dim": WIDTH}
-    torch.manual_seed(0)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=WIDTH)).save_pretrained(folder)
-    clip_tokenizer().save_pretrained(folder)
-    from transformers import CLIPImageProcessor
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    spec = ClipSpec.resolve("hf", folder)
+    spec = make_hf_clip(folder, embed_dim=WIDTH, text_changes={
+        "hidden_size": WIDTH, "intermediate_size": 4 * WIDTH, "num_hidden_layers": 3, "num_attention_heads": 4})
     spec.save(folder)
     return spec
 

@@ -62,17 +62,21 @@ def make_open_clip(
     return ClipSpec.resolve("open_clip", config_path, weights_path)
 
 
-def make_hf_clip(directory: str | Path, seed: int = 0) -> ClipSpec:
-    """Save a random transformers CLIPModel, its tokenizer and image processor in `directory`; return its spec."""
+def make_hf_clip(directory: str | Path, seed: int = 0, embed_dim: int = EMBED_DIM,
+                 text_changes: dict | None = None) -> ClipSpec:
+    """Save a random transformers CLIPModel, its tokenizer and image processor in `directory`; return its spec.
+
+    `text_changes` replace settings of the text tower (e.g. a wider `hidden_size`)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     directory = Path(directory)
-    tower = {"hidden_size": TEXT_WIDTH, "intermediate_size": 64, "projection_dim": EMBED_DIM}
+    tower = {"hidden_size": TEXT_WIDTH, "intermediate_size": 64, "projection_dim": embed_dim}
     tower |= {"num_hidden_layers": 1, "num_attention_heads": 2}
     config = CLIPConfig(
-        text_config={**tower, "vocab_size": VOCAB_SIZE, "max_position_embeddings": CONTEXT_LENGTH},
+        text_config={**tower, "vocab_size": VOCAB_SIZE, "max_position_embeddings": CONTEXT_LENGTH,
+                     **(text_changes or {})},
         vision_config={**tower, "image_size": IMAGE_SIZE, "patch_size": 8},
-        projection_dim=EMBED_DIM,
+        projection_dim=embed_dim,
     )
     torch.manual_seed(seed)
     CLIPModel(config).save_pretrained(directory)
