@@ -1,8 +1,9 @@
 """Do generated images show their prompts? Zero-shot attribute accuracy (project CLIP) of text-to-image
-samples on held-out canonical shapes prompts, for one or more guidance settings side by side.
+samples on held-out canonical shapes prompts, for one or more guidance and best-of settings side by side.
 
     python bench/bench_generation.py                                  # registry champions, 32 prompts x 4
     python bench/bench_generation.py --guidance decoder=2 --guidance decoder=3 --json gen.json
+    python bench/bench_generation.py --best-of 1 --best-of 4           # prior candidates per image
     python bench/bench_generation.py --models runs/models --prompts 8 --images 2 --output-size 128
     python bench/bench_generation.py --tiny --prompts 2 --images 1    # smoke run on tiny random models
 
@@ -49,21 +50,23 @@ def bench(args: argparse.Namespace) -> dict:
     rows = {}
     for text in args.guidance or [""]:
         guidance = parse_stage_values(text, GUIDED, "guidance")
-        images = pipe.generate(prompts, args.images, args.seed, guidance=guidance, output_size=size)
-        accuracy = prompt_accuracy(images, [p for p in prompts for _ in range(args.images)], pipe.encoder)
-        name = text or "defaults"
-        rows[name] = {"guidance": images[0].info["unclip"]["guidance"], **accuracy}
-        print(name, " ".join(f"{k} {v:.2f}" for k, v in accuracy.items()), file=sys.stderr, flush=True)
+        for best_of in args.best_of or [2]:
+            images = pipe.generate(prompts, args.images, args.seed, guidance=guidance, output_size=size,
+                                   best_of=best_of)
+            accuracy = prompt_accuracy(images, [p for p in prompts for _ in range(args.images)], pipe.encoder)
+            name = f"{text or 'defaults'}, best of {best_of}"
+            rows[name] = {"guidance": images[0].info["unclip"]["guidance"], "best_of": best_of, **accuracy}
+            print(name, " ".join(f"{k} {v:.2f}" for k, v in accuracy.items()), file=sys.stderr, flush=True)
     return {"prompts": len(prompts), "images_per_prompt": args.images, "output_size": size, "models": pipe.models(),
             "accuracy": rows}
 
 
 def table(result: dict) -> str:
     rows, n = result["accuracy"], result["prompts"] * result["images_per_prompt"]
-    attrs = [k for k in next(iter(rows.values())) if k != "guidance"]
-    lines = ["| guidance | " + " | ".join(attrs) + " |", "|---" * (len(attrs) + 1) + "|"]
+    attrs = [k for k in next(iter(rows.values())) if k not in ("guidance", "best_of")]
+    lines = ["| guidance | best of | " + " | ".join(attrs) + " |", "|---" * (len(attrs) + 2) + "|"]
     for row in rows.values():
-        label = ", ".join(f"{k} {v:g}" for k, v in row["guidance"].items())
+        label = ", ".join(f"{k} {v:g}" for k, v in row["guidance"].items()) + f" | {row['best_of']}"
         lines.append(f"| {label} | " + " | ".join(format_share(row[a], n) for a in attrs) + " |")
     lines.append(f"\n{n} images; in brackets the 95% (Wilson) interval of each share")
     return "\n".join(lines)
@@ -77,13 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=4, help="images per prompt (default: 4)")
     parser.add_argument("--guidance", action="append", help="per-stage guidance to compare, e.g. decoder=2 "
                         "(repeatable; default: the pipeline's)")
+    parser.add_argument("--best-of", type=int, action="append", help="prior candidates per image, the one closest "
+                        "to the caption kept (repeatable; default: 2, the paper's)")
     parser.add_argument("--output-size", type=int, default=None, help="image side (default: the first upsampler's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    if args.prompts < 1 or args.images < 1:
-        parser.error("--prompts and --images must be at least 1")
+    if args.prompts < 1 or args.images < 1 or min(args.best_of or [1]) < 1:
+        parser.error("--prompts, --images and --best-of must be at least 1")
     args.compile = False
     torch.set_num_threads(args.threads)
     result = bench(args)

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_vs_diffusers.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_vs_diffusers", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench_script import load_bench
 
 
 def test_both_pipelines_share_the_networks(tmp_path):
-    bench = load_bench()
+    bench = load_bench("bench_vs_diffusers")
     ours, theirs = bench.build(tmp_path)
     assert theirs.prior is ours.cascade.prior.prior
     assert theirs.decoder.unet is ours.cascade.decoder.unet
@@ -27,7 +18,7 @@ def test_both_pipelines_share_the_networks(tmp_path):
 
 def test_a_short_run_times_both(tmp_path):
     out = tmp_path / "result.json"
-    assert load_bench().main(["--repeats", "1", "--prior-steps", "2", "--decoder-steps", "2", "--json", str(out)]) == 0
+    assert load_bench("bench_vs_diffusers").main(["--repeats", "1", "--prior-steps", "2", "--decoder-steps", "2", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result["median_seconds"]) == {"unclip", "diffusers UnCLIPPipeline"}
     assert all(s > 0 for s in result["median_seconds"].values())
