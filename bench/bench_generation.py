@@ -47,13 +47,14 @@ def bench(args: argparse.Namespace) -> dict:
     pipe = load(args)
     prompts = held_out_prompts(args.preset, args.prompts)
     size = args.output_size or (pipe.sizes[1] if len(pipe.sizes) > 1 else pipe.sizes[0])
+    scored = [p for p in prompts for _ in range(args.images)]
     rows = {}
     for text in args.guidance or [""]:
         guidance = parse_stage_values(text, GUIDED, "guidance")
         for best_of in args.best_of or [2]:
             images = pipe.generate(prompts, args.images, args.seed, guidance=guidance, output_size=size,
                                    best_of=best_of)
-            accuracy = prompt_accuracy(images, [p for p in prompts for _ in range(args.images)], pipe.encoder)
+            accuracy = prompt_accuracy(images, scored, pipe.encoder)
             name = f"{text or 'defaults'}, best of {best_of}"
             rows[name] = {"guidance": images[0].info["unclip"]["guidance"], "best_of": best_of, **accuracy}
             print(name, " ".join(f"{k} {v:.2f}" for k, v in accuracy.items()), file=sys.stderr, flush=True)
@@ -66,8 +67,9 @@ def table(result: dict) -> str:
     attrs = [k for k in next(iter(rows.values())) if k not in ("guidance", "best_of")]
     lines = ["| guidance | best of | " + " | ".join(attrs) + " |", "|---" * (len(attrs) + 2) + "|"]
     for row in rows.values():
-        label = ", ".join(f"{k} {v:g}" for k, v in row["guidance"].items()) + f" | {row['best_of']}"
-        lines.append(f"| {label} | " + " | ".join(format_share(row[a], n) for a in attrs) + " |")
+        guidance = ", ".join(f"{k} {v:g}" for k, v in row["guidance"].items())
+        cells = [guidance, str(row["best_of"]), *(format_share(row[a], n) for a in attrs)]
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append(f"\n{n} images; in brackets the 95% (Wilson) interval of each share")
     return "\n".join(lines)
 

@@ -18,7 +18,8 @@ def test_both_pipelines_share_the_networks(tmp_path):
 
 def test_a_short_run_times_both(tmp_path):
     out = tmp_path / "result.json"
-    assert load_bench("bench_vs_diffusers").main(["--repeats", "1", "--prior-steps", "2", "--decoder-steps", "2", "--json", str(out)]) == 0
+    args = ["--repeats", "1", "--prior-steps", "2", "--decoder-steps", "2", "--json", str(out)]
+    assert load_bench("bench_vs_diffusers").main(args) == 0
     result = json.loads(out.read_text())
     assert set(result["median_seconds"]) == {"unclip", "diffusers UnCLIPPipeline"}
     assert all(s > 0 for s in result["median_seconds"].values())
