@@ -7,12 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from tiny_clips import make_open_clip, shared_open_clip
+from tiny_clips import make_open_clip, make_shape_shards, shared_open_clip
 
-from clip.encoder import load_encoder
-from clip.shards import write_shards
 from core.errors import CheckpointError, ClipMismatchError, ConfigError
-from data.shapes import canonical_caption, render, sample_attributes
 from decoder.config import settings_for
 from decoder.io import load_decoder, save_decoder
 from decoder.testing import tiny_decoder
@@ -39,27 +36,14 @@ def clip_spec(tmp_path_factory):
     return shared_open_clip(tmp_path_factory)
 
 
-def make_shards(folder, spec, split: str, count: int, image_size: int = 32):
-    encoder = load_encoder(spec)
-    attrs = [sample_attributes(0 if split == "train" else 1, i) for i in range(count)]
-    images = [render(a, image_size) for a in attrs]
-    captions = [canonical_caption(a) for a in attrs]
-    text = encoder.encode_text(captions)
-    tensors = {"image_embeds": encoder.encode_image(images), "text_embeds": text.embeds, "text_tokens": text.tokens,
-               "text_mask": text.mask,
-               "images": torch.from_numpy(np.stack([np.asarray(i).transpose(2, 0, 1) for i in images]))}
-    return write_shards(folder, spec, tensors, captions, [f"k{i}" for i in range(count)], split=split,
-                        image_size=image_size)
-
-
 SMOKE = ["train.steps=3", "train.batch_size=8", "eval.size=4", "eval.invert_size=2", "eval.steps=3", "eval.invert_steps=4"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, clip_spec):
     root = tmp_path_factory.mktemp("decoder")
-    make_shards(root / "train", clip_spec, "train", 24)
-    make_shards(root / "val", clip_spec, "val", 6)
+    make_shape_shards(root / "train", clip_spec, "train", 24)
+    make_shape_shards(root / "val", clip_spec, "val", 6)
     settings = settings_for("smoke", SMOKE)
     decoder, metrics = train_decoder(settings, root / "train", root / "out", val_shards_dir=root / "val")
     return root, decoder, metrics
@@ -123,15 +107,15 @@ def test_save_load_round_trip_and_refusals(tmp_path, clip_spec):
 
 def test_mismatched_clip_between_train_and_val_shards_is_refused(tmp_path, clip_spec):
     other = make_open_clip(tmp_path / "other", seed=5)
-    make_shards(tmp_path / "train", clip_spec, "train", 8)
-    make_shards(tmp_path / "val", other, "val", 4)
+    make_shape_shards(tmp_path / "train", clip_spec, "train", 8)
+    make_shape_shards(tmp_path / "val", other, "val", 4)
     with pytest.raises(ClipMismatchError):
         train_decoder(settings_for("smoke", ["train.steps=1"]), tmp_path / "train", tmp_path / "out",
                       val_shards_dir=tmp_path / "val")
 
 
 def test_shards_smaller_than_the_decoder_are_refused(tmp_path, clip_spec):
-    make_shards(tmp_path / "train", clip_spec, "train", 8, image_size=8)
+    make_shape_shards(tmp_path / "train", clip_spec, "train", 8, image_size=8)
     with pytest.raises(ConfigError, match="smaller"):
         train_decoder(settings_for("smoke"), tmp_path / "train", tmp_path / "out")
 

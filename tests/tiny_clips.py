@@ -13,12 +13,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import open_clip
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from clip.encoder import load_encoder
+from clip.shards import write_shards
 from clip.spec import ClipSpec
+from data.shapes import canonical_caption, render, sample_attributes
 
 EMBED_DIM = 32
 IMAGE_SIZE = 32
@@ -109,3 +113,17 @@ def shared_hf_clip(factory: pytest.TempPathFactory) -> ClipSpec:
     if "hf" not in _shared:
         _shared["hf"] = make_hf_clip(factory.mktemp("tiny_hf_clip"))
     return _shared["hf"]
+
+
+def make_shape_shards(folder, spec: ClipSpec, split: str, count: int, image_size: int = 32):
+    """Embedding shards (with images) of `count` shapes images, embedded by the CLIP `spec`."""
+    encoder = load_encoder(spec)
+    attrs = [sample_attributes(0 if split == "train" else 1, i) for i in range(count)]
+    images = [render(a, image_size) for a in attrs]
+    captions = [canonical_caption(a) for a in attrs]
+    text = encoder.encode_text(captions)
+    tensors = {"image_embeds": encoder.encode_image(images), "text_embeds": text.embeds, "text_tokens": text.tokens,
+               "text_mask": text.mask,
+               "images": torch.from_numpy(np.stack([np.asarray(i).transpose(2, 0, 1) for i in images]))}
+    return write_shards(folder, spec, tensors, captions, [f"k{i}" for i in range(count)], split=split,
+                        image_size=image_size)
