@@ -70,33 +70,28 @@ def measure(decoder, val: dict[str, torch.Tensor], captions: list[str], encoder,
     denoise = denoiser(decoder, cond, 1.0)
     device = cond["image_embeds"].device
     real = to_signed(val["images"][:n]).to(device)
-    seeds = list(range(n))
-    noise = initial_noise(seeds, tuple(real.shape[1:]), device)
+    noise = initial_noise(list(range(n)), tuple(real.shape[1:]), device)
+    scheduler = decoder_scheduler(decoder.cfg.noise, "ddim", steps)
     rows = {"real": readings(real, captions, encoder)}
-    rows["decoded"] = readings(sample(denoise, decoder_scheduler(decoder.cfg.noise, "ddim", steps), noise.clone()),
-                               captions, encoder)
+    rows["decoded"] = readings(sample(denoise, scheduler, noise), captions, encoder)
     draft = None
     if decoder.draft is not None:
         draft = decoder.draw_draft(cond["image_embeds"], cond["text_embeds"])
         rows["draft"] = readings(draft, captions, encoder)
-    scheduler = decoder_scheduler(decoder.cfg.noise, "ddim", steps)
-    alphas = scheduler.alphas_cumprod.to(device)
     for t in timesteps:
         tt = torch.full((n,), t, device=device, dtype=torch.long)
         x_t = scheduler.add_noise(real, noise, tt)
         x0 = denoise(x_t, tt)
-        alpha = float(alphas[t])
+        alpha = float(scheduler.alphas_cumprod[t])
         rows[f"x0 @ t={t}"] = readings(x0, captions, encoder) | {
             "mse": float((x0.clamp(-1, 1) - real).pow(2).mean()), "input_mse": (1 - alpha) / alpha}
         rows[f"noisy @ t={t}"] = readings(x_t / alpha**0.5, captions, encoder)
-    for t in from_draft if draft is not None else []:
-        scheduler = decoder_scheduler(decoder.cfg.noise, "ddim", steps)
-        scheduler.timesteps = scheduler.timesteps[scheduler.timesteps <= t]
-        if not len(scheduler.timesteps):
-            raise ConfigError(f"--from-draft {t} is below the sampler's last step ({steps} DDIM steps)")
-        start = scheduler.timesteps[0].expand(n)
-        x = sample(denoise, scheduler, scheduler.add_noise(draft, noise, start.to(device)))
-        rows[f"from draft @ t={int(start[0])}"] = readings(x, captions, encoder)
+    for t in from_draft:
+        shortened = decoder_scheduler(decoder.cfg.noise, "ddim", steps)
+        shortened.timesteps = shortened.timesteps[shortened.timesteps <= t]
+        start = shortened.timesteps[0]
+        x = sample(denoise, shortened, shortened.add_noise(draft, noise, start.expand(n).to(device)))
+        rows[f"from draft @ t={int(start)}"] = readings(x, captions, encoder)
     return rows
 
 
@@ -134,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         train_steps = decoder.cfg.noise.train_steps
         timesteps = parse_steps(args.timesteps, train_steps, "--timesteps")
         from_draft = parse_steps(args.from_draft, train_steps, "--from-draft")
+        if from_draft and decoder.draft is None:
+            raise ConfigError(f"--from-draft: decoder {args.decoder} has no draft")
+        last = int(decoder_scheduler(decoder.cfg.noise, "ddim", args.steps).timesteps[-1])
+        if any(t < last for t in from_draft):
+            raise ConfigError(f"--from-draft {min(from_draft)} is below the sampler's last step (t = {last} "
+                              f"with {args.steps} DDIM steps)")
         n = min(args.images, len(shards.captions))
         captions = list(shards.captions[:n])
         rows = measure(decoder, val, captions, load_encoder(spec, args.device), timesteps, from_draft, args.steps)

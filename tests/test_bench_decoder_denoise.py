@@ -57,3 +57,13 @@ def test_every_reading_gets_a_row(decoder_and_shards, capsys):
 def test_wrong_timesteps_are_refused(decoder_and_shards, capsys, extra, message):
     assert run(decoder_and_shards, "--images", "2", *extra) == 2
     assert message in capsys.readouterr().err
+
+
+def test_starting_from_the_draft_of_a_decoder_without_one_is_refused(decoder_and_shards, tmp_path_factory, tmp_path,
+                                                                     capsys):
+    spec = shared_open_clip(tmp_path_factory)
+    cfg = settings_for("smoke").decoder.override(draft_width=0).for_clip(spec.embed_dim, spec.text_width)
+    save_decoder(tmp_path / "plain", Decoder(cfg).eval(), spec)
+    args = ["--decoder", str(tmp_path / "plain"), "--val-shards", str(decoder_and_shards / "val"), "--from-draft", "99"]
+    assert load_bench("bench_decoder_denoise").main(args) == 2
+    assert "has no draft" in capsys.readouterr().err
