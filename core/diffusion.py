@@ -23,6 +23,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from core.config import Config
+from core.seeds import stream_seed
 
 Schedule = Literal["cosine", "linear"]
 Prediction = Literal["epsilon", "sample", "v_prediction"]
@@ -94,8 +95,10 @@ def sampling_scheduler(noise: NoiseConfig, sampler: Sampler, steps: int, *, thre
 
 
 def generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
-    """One CPU generator per sample: the same seed gives the same sample on any device, in any batch."""
-    return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    """One CPU generator per sample: the same seed gives the same sample on any device, in any batch.
+    Seeds outside [0, 2**32) are hashed to 32 bits (torch would drop the high bits)."""
+    return [torch.Generator("cpu").manual_seed(int(s) if 0 <= int(s) < 2**32 else stream_seed(s, "fold"))
+            for s in seeds]
 
 
 def initial_noise(seeds: Sequence[int], shape: Sequence[int], device, dtype=torch.float32) -> torch.Tensor:
@@ -140,7 +143,7 @@ def sample(denoise: Denoise, scheduler, x_t: torch.Tensor, *, seeds: Sequence[in
            callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Run `scheduler` from x_T to x_0. Stochastic steps (DDPM, DDIM with eta > 0) draw their noise
     from per-sample generators seeded from `seeds`, so samples are batch-size independent."""
-    gens = generators([s + 1 for s in seeds]) if seeds is not None else None
+    gens = generators([stream_seed(s, "sampler") for s in seeds]) if seeds is not None else None
     x = x_t
     for i, t in enumerate(tqdm(scheduler.timesteps, desc=desc, disable=not progress, leave=False)):
         tt = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)

@@ -1,8 +1,8 @@
 """Sampling the prior: caption encodings → L2-normalised CLIP image embeddings.
 
 A sample is a pure function of its caption, its seed and the settings: candidate k of the
-caption with seed s starts from the noise of seed `s + k * 2**32` (k = 0 is the seed itself),
-drawn by its own generator, so neither the batch size nor the chunking changes it.
+caption with seed s starts from the noise of its own stream of s (k = 0 is the seed itself,
+`core.candidates`), drawn by its own generator, so neither the batch size nor the chunking changes it.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ import torch.nn.functional as F
 from diffusers import DPMSolverMultistepScheduler
 from torch import Tensor
 
+from core.candidates import candidate_seeds, dot_scores, pick_best
 from core.diffusion import NoiseConfig, guided, initial_noise, sample, sampling_scheduler
 from core.errors import ConfigError
 from prior.model import DiffusionPrior
-
-CANDIDATE_STRIDE = 2**32
 
 
 class TextLike(Protocol):
@@ -28,19 +27,6 @@ class TextLike(Protocol):
     embeds: Tensor
     tokens: Tensor
     mask: Tensor
-
-
-def candidate_seeds(seeds: Sequence[int], best_of: int) -> list[int]:
-    """Seeds of the best_of candidates of every caption, caption-major."""
-    return [(int(s) + k * CANDIDATE_STRIDE) % 2**63 for s in seeds for k in range(best_of)]
-
-
-def pick_best(candidates: Tensor, text_embeds: Tensor) -> tuple[Tensor, Tensor]:
-    """Keep, per caption, the candidate [B, n, D] with the largest dot product with its text
-    embedding [B, D]; returns the chosen embeddings [B, D] and their indices [B]."""
-    scores = torch.einsum("bnd,bd->bn", candidates.float(), text_embeds.float())
-    best = scores.argmax(dim=1)
-    return candidates[torch.arange(len(best), device=candidates.device), best], best
 
 
 @torch.no_grad()
@@ -94,7 +80,7 @@ def _sample_chunk(prior, embeds, tokens, mask, seeds, steps, sampler, guidance, 
     x0 = sample(lambda x_t, t: denoise(x_t, t).float(), scheduler, x, seeds=seeds_n, eta=eta,
                 progress=progress, desc="prior")
     candidates = F.normalize(prior.denormalise(x0), dim=-1).view(b, n, d)
-    return pick_best(candidates, embeds)[0]
+    return pick_best(candidates, dot_scores(candidates, embeds))[0]
 
 
 def prior_scheduler(noise: NoiseConfig, sampler: str, steps: int):

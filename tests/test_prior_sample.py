@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from core.candidates import candidate_seeds, dot_scores, pick_best
 from core.errors import ConfigError
 from prior.evaluate import derangement, embedding_metrics, retrieval_ceiling
-from prior.sample import candidate_seeds, pick_best, sample_prior
+from prior.sample import sample_prior
 from prior.testing import DIM, fake_text, tiny_prior
 
 
@@ -55,7 +56,7 @@ def test_pick_best_keeps_the_largest_dot_product():
     g = torch.Generator().manual_seed(0)
     candidates = F.normalize(torch.randn(6, 4, DIM, generator=g), dim=-1)
     text = F.normalize(torch.randn(6, DIM, generator=g), dim=-1)
-    chosen, index = pick_best(candidates, text)
+    chosen, index = pick_best(candidates, dot_scores(candidates, text))
     for b in range(6):
         dots = [float(candidates[b, k] @ text[b]) for k in range(4)]
         assert int(index[b]) == max(range(4), key=dots.__getitem__)
@@ -66,11 +67,14 @@ def test_best_of_n_is_the_best_of_the_single_draws(prior):
     text = fake_text(4, seed=2)
     seeds = [5, 6, 7, 8]
     best = sample_prior(prior, text, seeds, steps=5, best_of=3)
-    singles = torch.stack([sample_prior(prior, text, [s + k * 2**32 for s in seeds], steps=5, best_of=1)
+    per_seed = [candidate_seeds([s], 3) for s in seeds]
+    singles = torch.stack([sample_prior(prior, text, [c[k] for c in per_seed], steps=5, best_of=1)
                            for k in range(3)], dim=1)
-    expected, _ = pick_best(singles, text.embeds)
+    # the candidates are different draws (not one draw three times), and the kept one is the closest
+    assert all((singles[:, 0] - singles[:, k]).abs().max() > 1e-3 for k in (1, 2))
+    expected, _ = pick_best(singles, dot_scores(singles, text.embeds))
     assert torch.allclose(best, expected, atol=1e-5)
-    assert candidate_seeds([5], 3) == [5, 5 + 2**32, 5 + 2**33]
+    assert candidate_seeds([5], 3)[0] == 5 and len(set(candidate_seeds([5, 6], 3))) == 6
 
 
 def test_bad_inputs_are_clear_errors(prior):

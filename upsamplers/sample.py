@@ -17,15 +17,21 @@ from typing import Literal
 
 import torch
 
-from core.diffusion import Denoise, Sampler, initial_noise, sample, sampling_scheduler
+from core.diffusion import (
+    Denoise,
+    Sampler,
+    generators,
+    initial_noise,
+    sample,
+    sampling_scheduler,
+    stream_seed,
+)
 from core.errors import ConfigError
 from upsamplers.config import check_tiling
 from upsamplers.io import as_model
 from upsamplers.model import Upsampler, upsample_bicubic
 
 Precision = Literal["fp32", "bf16"]
-# Augmentation noise is drawn from its own stream, apart from x_T (seed) and sampler noise (seed + 1).
-AUG_STREAM = 2**40
 Net = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -112,7 +118,8 @@ def condition_for(model: Upsampler, low_res: torch.Tensor, level: float, seeds: 
     low = low_res.float().cpu()
     std = level * cfg.augment.noise_max
     if std > 0:
-        gens = [torch.Generator().manual_seed(AUG_STREAM + int(s)) for s in seeds]
+        # its own stream, apart from x_T (the seed) and the sampler's noise
+        gens = generators([stream_seed(s, "augment") for s in seeds])
         low = (low + std * torch.stack([torch.randn(low.shape[1:], generator=g) for g in gens])).clamp(-1, 1)
     return upsample_bicubic(low, (low.shape[-2] * cfg.factor, low.shape[-1] * cfg.factor))
 
