@@ -13,12 +13,18 @@ CLIP-free pixel check of the shape beside it), on the first `--images` held-out 
   keeps what CLIP reads stays near the real row at low t;
 - noisy @ t: the noisy input divided by α, read as it is;
 - from draft @ t: decoded from the draft noised to t instead of from pure noise (SDEdit): how much the
-  U-Net's sampling changes what its draft drew.
+  U-Net's sampling changes what its draft drew;
+- best of k: k decodes per embedding, the one the shards' CLIP reads closest to it kept (`decoder.best_of`).
+
+`--judge` names a second CLIP (a model folder trained apart, e.g. another demo run's): its zero-shot
+reading of the shape is added to every row, so a gain of the best-of rows that comes only from
+ranking with the same CLIP that reads them shows as a gap between the two.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -29,11 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from clip.encoder import load_encoder  # noqa: E402
-from clip.spec import check_same_clip  # noqa: E402
+from clip.spec import ClipSpec, check_same_clip  # noqa: E402
 from clip.zeroshot import format_share  # noqa: E402
+from core.candidates import pick_best  # noqa: E402
 from core.cli import run_cli  # noqa: E402
 from core.diffusion import initial_noise, sample  # noqa: E402
 from core.errors import ConfigError  # noqa: E402
+from decoder.best_of import decode_best_of  # noqa: E402
 from decoder.evaluate import caption_of, render_match, to_signed, zeroshot_metrics  # noqa: E402
 from decoder.io import load_decoder  # noqa: E402
 from decoder.sample import conditions, decoder_scheduler, denoiser  # noqa: E402
@@ -53,53 +61,73 @@ def parse_steps(text: str, train_steps: int, option: str) -> list[int]:
     return steps
 
 
-def readings(images: torch.Tensor, captions: list[str], encoder) -> dict[str, float]:
-    """Zero-shot accuracy per attribute and the pixel check of the shape, for images in [-1, 1]."""
+def parse_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--best-of must be whole numbers separated by commas, got {text!r}") from None
+    if any(k < 1 for k in counts):
+        raise ConfigError(f"--best-of counts must be at least 1, got {text!r}")
+    return counts
+
+
+def readings(images: torch.Tensor, captions: list[str], encoder, judge=None) -> dict[str, float]:
+    """Zero-shot accuracy per attribute and the pixel check of the shape, for images in [-1, 1]
+    (and the `judge` CLIP's reading of the shape)."""
     images = images.clamp(-1, 1)
     zs = zeroshot_metrics({"": encoder.encode_pixels(images).cpu()}, captions, encoder)
     out = {a: zs[f"zeroshot_{a}"] for a in ATTRIBUTES if f"zeroshot_{a}" in zs}
     out["pixel_shape"] = render_match(images.cpu(), captions)["shape"]
+    if judge is not None:
+        out["judge_shape"] = zeroshot_metrics({"": judge.encode_pixels(images).cpu()}, captions, judge)["zeroshot_shape"]
     return out
 
 
 @torch.no_grad()
 def measure(decoder, val: dict[str, torch.Tensor], captions: list[str], encoder, timesteps: list[int],
-            from_draft: list[int], steps: int) -> dict[str, dict[str, float]]:
+            from_draft: list[int], steps: int, best_of: tuple[int, ...] = (), judge=None) -> dict[str, dict[str, float]]:
     n = len(captions)
+    read = functools.partial(readings, captions=captions, encoder=encoder, judge=judge)
     cond = conditions(decoder, val["image_embeds"][:n].float(), caption_of(val, slice(0, n)))
     denoise = denoiser(decoder, cond, 1.0)
     device = cond["image_embeds"].device
     real = to_signed(val["images"][:n]).to(device)
     noise = initial_noise(list(range(n)), tuple(real.shape[1:]), device)
     scheduler = decoder_scheduler(decoder.cfg.noise, "ddim", steps)
-    rows = {"real": readings(real, captions, encoder)}
-    rows["decoded"] = readings(sample(denoise, scheduler, noise), captions, encoder)
+    rows = {"real": read(real)}
+    rows["decoded"] = read(sample(denoise, scheduler, noise))
     draft = None
     if decoder.draft is not None:
         draft = decoder.draw_draft(cond["image_embeds"], cond["text_embeds"])
-        rows["draft"] = readings(draft, captions, encoder)
+        rows["draft"] = read(draft)
     for t in timesteps:
         tt = torch.full((n,), t, device=device, dtype=torch.long)
         x_t = scheduler.add_noise(real, noise, tt)
         x0 = denoise(x_t, tt)
         alpha = float(scheduler.alphas_cumprod[t])
-        rows[f"x0 @ t={t}"] = readings(x0, captions, encoder) | {
+        rows[f"x0 @ t={t}"] = read(x0) | {
             "mse": float((x0.clamp(-1, 1) - real).pow(2).mean()), "input_mse": (1 - alpha) / alpha}
-        rows[f"noisy @ t={t}"] = readings(x_t / alpha**0.5, captions, encoder)
+        rows[f"noisy @ t={t}"] = read(x_t / alpha**0.5)
     for t in from_draft:
         shortened = decoder_scheduler(decoder.cfg.noise, "ddim", steps)
         shortened.timesteps = shortened.timesteps[shortened.timesteps <= t]
         start = shortened.timesteps[0]
         x = sample(denoise, shortened, shortened.add_noise(draft, noise, start.expand(n).to(device)))
-        rows[f"from draft @ t={int(start)}"] = readings(x, captions, encoder)
+        rows[f"from draft @ t={int(start)}"] = read(x)
+    if best_of:
+        best = decode_best_of(decoder, encoder.encode_pixels, cond["image_embeds"], caption_of(val, slice(0, n)),
+                              list(range(n)), max(best_of), steps=steps, guidance=1.0)
+        for k in best_of:
+            rows[f"best of {k}"] = read(pick_best(best.candidates[:, :k], best.scores[:, :k])[0])
     return rows
 
 
 def table(rows: dict[str, dict[str, float]], cases: int) -> str:
-    lines = ["| | " + " | ".join(ATTRIBUTES) + " | pixel check (shape) | x0 MSE | input MSE |",
-             "|---" * (len(ATTRIBUTES) + 4) + "|"]
+    shares = (*ATTRIBUTES, "pixel_shape", "judge_shape")
+    lines = ["| | " + " | ".join(ATTRIBUTES) + " | pixel check (shape) | judge (shape) | x0 MSE | input MSE |",
+             "|---" * (len(shares) + 3) + "|"]
     for name, row in rows.items():
-        cells = [format_share(row[a], cases) if a in row else "-" for a in (*ATTRIBUTES, "pixel_shape")]
+        cells = [format_share(row[a], cases) if a in row else "-" for a in shares]
         cells += [f"{row[k]:.4f}" if k in row else "-" for k in ("mse", "input_mse")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -112,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=300, help="held-out images (default: 300)")
     parser.add_argument("--timesteps", default="2,10,40,80", help="noise levels of the one-step estimates")
     parser.add_argument("--from-draft", default="", help="noise levels to decode from the noised draft (e.g. 40,120)")
+    parser.add_argument("--best-of", default="", help="candidate counts of best-of decoding to read (e.g. 2,4)")
+    parser.add_argument("--judge", help="a second CLIP's model folder, whose reading of the shape is added")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps (default: 25)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
@@ -135,9 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         if any(t < last for t in from_draft):
             raise ConfigError(f"--from-draft {min(from_draft)} is below the sampler's last step (t = {last} "
                               f"with {args.steps} DDIM steps)")
+        best_of = parse_counts(args.best_of)
+        judge = load_encoder(ClipSpec.load(args.judge), args.device) if args.judge else None
         n = min(args.images, len(shards.captions))
         captions = list(shards.captions[:n])
-        rows = measure(decoder, val, captions, load_encoder(spec, args.device), timesteps, from_draft, args.steps)
+        rows = measure(decoder, val, captions, load_encoder(spec, args.device), timesteps, from_draft, args.steps,
+                       best_of, judge)
         print(table(rows, n))
         if args.json:
             Path(args.json).write_text(json.dumps({"images": n, "rows": rows}, indent=2) + "\n")

@@ -4,6 +4,7 @@ samples on held-out canonical shapes prompts, for one or more guidance and best-
     python bench/bench_generation.py                                  # registry champions, 32 prompts x 4
     python bench/bench_generation.py --guidance decoder=2 --guidance decoder=3 --json gen.json
     python bench/bench_generation.py --best-of 1 --best-of 4           # prior candidates per image
+    python bench/bench_generation.py --decoder-best-of 1 --decoder-best-of 4   # decodes per image
     python bench/bench_generation.py --models runs/models --prompts 8 --images 2 --output-size 128
     python bench/bench_generation.py --tiny --prompts 2 --images 1    # smoke run on tiny random models
 
@@ -16,6 +17,7 @@ upsampler adds time, not attributes.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -51,12 +53,13 @@ def bench(args: argparse.Namespace) -> dict:
     rows = {}
     for text in args.guidance or [""]:
         guidance = parse_stage_values(text, GUIDED, "guidance")
-        for best_of in args.best_of or [2]:
+        for best_of, decoder_best_of in itertools.product(args.best_of or [2], args.decoder_best_of or [1]):
             images = pipe.generate(prompts, args.images, args.seed, guidance=guidance, output_size=size,
-                                   best_of=best_of)
+                                   best_of=best_of, decoder_best_of=decoder_best_of)
             accuracy = prompt_accuracy(images, scored, pipe.encoder)
-            name = f"{text or 'defaults'}, best of {best_of}"
-            rows[name] = {"guidance": images[0].info["unclip"]["guidance"], "best_of": best_of, **accuracy}
+            name = f"{text or 'defaults'}, best of {best_of}, decoder best of {decoder_best_of}"
+            rows[name] = {"guidance": images[0].info["unclip"]["guidance"], "best_of": best_of,
+                          "decoder_best_of": decoder_best_of, **accuracy}
             print(name, " ".join(f"{k} {v:.2f}" for k, v in accuracy.items()), file=sys.stderr, flush=True)
     return {"prompts": len(prompts), "images_per_prompt": args.images, "output_size": size, "models": pipe.models(),
             "accuracy": rows}
@@ -64,11 +67,11 @@ def bench(args: argparse.Namespace) -> dict:
 
 def table(result: dict) -> str:
     rows, n = result["accuracy"], result["prompts"] * result["images_per_prompt"]
-    attrs = [k for k in next(iter(rows.values())) if k not in ("guidance", "best_of")]
-    lines = ["| guidance | best of | " + " | ".join(attrs) + " |", "|---" * (len(attrs) + 2) + "|"]
+    attrs = [k for k in next(iter(rows.values())) if k not in ("guidance", "best_of", "decoder_best_of")]
+    lines = ["| guidance | best of | decoder best of | " + " | ".join(attrs) + " |", "|---" * (len(attrs) + 3) + "|"]
     for row in rows.values():
         guidance = ", ".join(f"{k} {v:g}" for k, v in row["guidance"].items())
-        cells = [guidance, str(row["best_of"]), *(format_share(row[a], n) for a in attrs)]
+        cells = [guidance, str(row["best_of"]), str(row["decoder_best_of"]), *(format_share(row[a], n) for a in attrs)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(f"\n{n} images; in brackets the 95% (Wilson) interval of each share")
     return "\n".join(lines)
@@ -84,13 +87,15 @@ def main(argv: list[str] | None = None) -> int:
                         "(repeatable; default: the pipeline's)")
     parser.add_argument("--best-of", type=int, action="append", help="prior candidates per image, the one closest "
                         "to the caption kept (repeatable; default: 2, the paper's)")
+    parser.add_argument("--decoder-best-of", type=int, action="append", help="decodes per image, the one CLIP "
+                        "reads closest to its embedding kept (repeatable; default: 1, the paper's)")
     parser.add_argument("--output-size", type=int, default=None, help="image side (default: the first upsampler's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    if args.prompts < 1 or args.images < 1 or min(args.best_of or [1]) < 1:
-        parser.error("--prompts, --images and --best-of must be at least 1")
+    if args.prompts < 1 or args.images < 1 or min(args.best_of or [1]) < 1 or min(args.decoder_best_of or [1]) < 1:
+        parser.error("--prompts, --images, --best-of and --decoder-best-of must be at least 1")
     args.compile = False
     torch.set_num_threads(args.threads)
     result = bench(args)

@@ -114,6 +114,7 @@ class DecoderEvalConfig(Config):
     sampler: Sampler = "ddim"
     steps: int = Field(25, gt=0)
     guidance: float = Field(3.0, ge=1.0)
+    best_of: int = Field(1, ge=1, description="decodes per embedding; the one CLIP reads closest to it is kept")
     threshold: float | None = Field(None, gt=0)
     invert_size: int = Field(32, gt=0, description="held-out images for the inversion round trip")
     invert_steps: int = Field(50, gt=0)
@@ -295,7 +296,7 @@ PRESETS: dict[str, DecoderSettings] = {
         # The decoded images are still far from the captions at this budget (README, "What the demo reaches").
         train=TrainConfig(steps=900, batch_size=16, lr=3e-3, betas=(0.9, 0.99), warmup_steps=50, min_lr_ratio=0.1,
                           ema_decay=0.995, log_every=25),
-        eval=DecoderEvalConfig(size=100, steps=25, guidance=1.0, invert_size=16),
+        eval=DecoderEvalConfig(size=100, steps=25, guidance=1.0, best_of=4, invert_size=16),
         min_snr_gamma=None,
         channels_last=False,
     ),

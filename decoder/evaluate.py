@@ -1,5 +1,9 @@
 """How well the decoder turns held-out CLIP image embeddings back into the pictures they describe.
 
+With `best_of` > 1 each embedding is decoded that many times and the candidate CLIP reads closest to
+it is kept (`decoder.best_of`); the metrics below are of the kept images, and `_single` ones (the
+plain decode, candidate 0) stand beside them.
+
 - clip_consistency: mean cos(CLIP(decoded), conditioning embedding), beside the same for the real
   images (`_real`, as stored; `_real_lowres`, at the decoder's resolution: the ceiling it can reach);
 - zeroshot_<attribute>: zero-shot accuracy of CLIP on the decoded images (shapes captions only),
@@ -24,6 +28,7 @@ from clip.encoder import ClipEncoder
 from clip.zeroshot import attribute_accuracy
 from data.shapes import ATTRIBUTE_VALUES, ATTRIBUTES, ShapeAttributes, parse_caption, render
 from data.transforms import to_pil, to_tensor
+from decoder.best_of import decode_best_of
 from decoder.config import DecoderEvalConfig
 from decoder.model import Decoder
 from decoder.sample import Caption, decode, invert
@@ -54,16 +59,24 @@ def evaluate_decoder(decoder: Decoder, val: dict[str, torch.Tensor], real_images
     rows = slice(0, n)
     target = val["image_embeds"][rows].float()
     start = time.perf_counter()
-    decoded = decode(decoder, target, caption_of(val, rows), list(range(cfg.seed, cfg.seed + n)), steps=cfg.steps,
-                     sampler=cfg.sampler, guidance=cfg.guidance, threshold=cfg.threshold, batch_size=cfg.batch_size)
+    best = decode_best_of(decoder, encoder.encode_pixels, target, caption_of(val, rows),
+                          list(range(cfg.seed, cfg.seed + n)), cfg.best_of, steps=cfg.steps, sampler=cfg.sampler,
+                          guidance=cfg.guidance, threshold=cfg.threshold, batch_size=cfg.batch_size)
+    decoded = best.images
+    # per kept image, every candidate's decode and CLIP check included
     metrics: dict = {"decode_seconds_per_image": (time.perf_counter() - start) / n}
     embeds = {"": encoder.encode_pixels(decoded).cpu(), "_real": encoder.encode_pixels(to_signed(real_images[rows])).cpu()}
+    if cfg.best_of > 1:  # the plain decode (candidate 0) beside the kept one
+        embeds["_single"] = encoder.encode_pixels(best.candidates[:, 0]).cpu()
     if real_images.shape[-1] != decoder.cfg.image_size:
         embeds["_real_lowres"] = encoder.encode_pixels(to_signed(val["images"][rows])).cpu()
     for suffix, emb in embeds.items():
         metrics[f"clip_consistency{suffix}"] = float(F.cosine_similarity(emb, target.cpu(), dim=-1).mean())
     metrics.update(zeroshot_metrics(embeds, captions[:n], encoder))
-    for suffix, images in (("", decoded.cpu()), ("_real", to_signed(val["images"][rows]))):
+    checked = {"": decoded.cpu(), "_real": to_signed(val["images"][rows])}
+    if cfg.best_of > 1:
+        checked["_single"] = best.candidates[:, 0].cpu()
+    for suffix, images in checked.items():
         metrics.update({f"render_match{suffix}_{k}": v for k, v in render_match(images, captions[:n]).items()})
     metrics.update(inversion_metrics(decoder, val, min(cfg.invert_size, n), cfg.invert_steps))
     if cfg.grid:

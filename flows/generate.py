@@ -19,14 +19,16 @@ from unclip.pipeline import UnclipPipeline, check_prompts
 
 @task(cache_policy=NO_CACHE)
 def generate_images(pipe: UnclipPipeline, prompts: list[str], num_images: int, seed: int, steps, guidance, sampler,
-                    output_size, best_of: int, batch_size: int) -> list:
-    return pipe.generate(prompts, num_images, seed, steps, guidance, sampler, output_size, best_of, batch_size)
+                    output_size, best_of: int, batch_size: int, decoder_best_of: int = 1) -> list:
+    return pipe.generate(prompts, num_images, seed, steps, guidance, sampler, output_size, best_of, batch_size,
+                         decoder_best_of)
 
 
 @flow(name="unclip-generate", log_prints=True)
 def generate_flow(prompts: list[str], num_images: int = 1, seed: int = 0, steps: dict[str, Any] | None = None,
                   guidance: dict[str, Any] | None = None, sampler: Any = "ddim", output_size: int | None = None,
-                  best_of: int = 2, batch_size: int = 8, models: str = "registry", ref: str = "champion",
+                  best_of: int = 2, batch_size: int = 8, decoder_best_of: int = 1, models: str = "registry",
+                  ref: str = "champion",
                   versions: dict[str, str] | None = None, device: str | None = None, precision: str = "fp32",
                   compile: bool = False, threads: int | None = None, progress: bool = True,
                   out: str = "outputs/generate",
@@ -34,9 +36,10 @@ def generate_flow(prompts: list[str], num_images: int = 1, seed: int = 0, steps:
     """PNGs (with provenance) and a grid in `out`, logged to MLflow `experiment`; returns (paths, run id)."""
     pipe = common.load_pipeline(models, ref, versions, device, precision, compile, threads, progress)
     images = generate_images(pipe, prompts, num_images, seed, steps, guidance, sampler, output_size, best_of,
-                             batch_size)
+                             batch_size, decoder_best_of)
     paths = common.save_outputs(images, out, "generate", columns=num_images if len(prompts) > 1 else None)
     params = {"prompts": prompts, "num_images": num_images, "seed": seed, "best_of": best_of,
+              "decoder_best_of": decoder_best_of,
               **{k: v for k, v in images[0].info["unclip"].items() if k not in ("prompt", "seed", "task")}}
     return paths, common.log_outputs(paths, params, experiment, "generate")
 
@@ -50,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-images", type=int, default=1, help="images per prompt (default: 1)")
     parser.add_argument("--best-of", type=int, default=2,
                         help="prior candidates per image; the one closest to the caption is kept (default: 2)")
+    parser.add_argument("--decoder-best-of", type=int, default=1,
+                        help="decodes per image; the one the CLIP reads closest to its image embedding is kept "
+                             "(default: 1, the paper's single decode)")
     parser.add_argument("--batch-size", type=int, default=8, help="images sampled together (default: 8); "
                                                                    "results do not depend on it")
     common.add_sampling_options(parser)
@@ -64,13 +70,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def job():
         prompts = check_prompts(args.prompt)
-        if args.num_images < 1 or args.best_of < 1 or args.batch_size < 1:
-            raise SettingsError("--num-images, --best-of and --batch-size must be at least 1")
+        if min(args.num_images, args.best_of, args.decoder_best_of, args.batch_size) < 1:
+            raise SettingsError("--num-images, --best-of, --decoder-best-of and --batch-size must be at least 1")
         common.check_out_dir(args.out)
         common.preflight(args, sampler=common.stage_sampler(args))
         paths, run_id = generate_flow(
             prompts, args.num_images, args.seed, common.stage_steps(args), common.stage_guidance(args),
-            common.stage_sampler(args), args.output_size, args.best_of, args.batch_size,
+            common.stage_sampler(args), args.output_size, args.best_of, args.batch_size, args.decoder_best_of,
             **common.model_params(args), out=args.out, experiment=None if args.no_mlflow else args.experiment)
         common.print_outputs(paths, run_id)
     return run_flow_cli(job)

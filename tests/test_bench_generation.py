@@ -12,18 +12,20 @@ from bench_script import load_bench
 def test_each_setting_gets_a_row(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the tiny models' folder
     out = tmp_path / "gen.json"
-    args = ["--tiny", "--prompts", "2", "--images", "1", "--best-of", "1", "--best-of", "3", "--guidance", "decoder=1.5"]
+    args = ["--tiny", "--prompts", "2", "--images", "1", "--best-of", "1", "--best-of", "3", "--guidance", "decoder=1.5",
+            "--decoder-best-of", "1", "--decoder-best-of", "2"]
     assert load_bench("bench_generation").main([*args, "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     rows = list(result["accuracy"].values())
-    assert [row["best_of"] for row in rows] == [1, 3]
+    assert [(row["best_of"], row["decoder_best_of"]) for row in rows] == [(1, 1), (1, 2), (3, 1), (3, 2)]
     assert all(row["guidance"]["decoder"] == 1.5 for row in rows)
     assert all(0 <= row[k] <= 1 for row in rows for k in ("color", "shape", "size", "position", "background"))
     table = capsys.readouterr().out
-    assert "| best of |" in table and table.count("| 1.5 |") == 0 and table.count("decoder 1.5 |") == 2
+    assert "| best of | decoder best of |" in table and table.count("| 1.5 |") == 0 and table.count("decoder 1.5 |") == 4
 
 
-def test_a_wrong_best_of_is_refused():
+@pytest.mark.parametrize("option", ["--best-of", "--decoder-best-of"])
+def test_a_wrong_best_of_is_refused(option):
     with pytest.raises(SystemExit) as err:
-        load_bench("bench_generation").main(["--tiny", "--best-of", "0"])
+        load_bench("bench_generation").main(["--tiny", option, "0"])
     assert err.value.code == 2

@@ -72,6 +72,7 @@ def test_generate_from_the_registry_logs_to_mlflow(models, tmp_path, capsys):
     register_all(models, ("clip", "prior", "decoder"))
     code, out, err = run(generate.main, ["--prompt", "a red circle", "--prompt", "a blue square", "--num-images", 2,
                                          "--seed", 7, "--steps", "prior=2,decoder=2", "--guidance", "prior=1,decoder=3",
+                                         "--decoder-best-of", 2,
                                          "--version", "prior=1", "--out", tmp_path, "--quiet"], capsys)
     assert code == 0, err
     images, grid = output_paths(out)
@@ -81,7 +82,7 @@ def test_generate_from_the_registry_logs_to_mlflow(models, tmp_path, capsys):
     assert meta["guidance"] == {"prior": 1.0, "decoder": 3.0}
     assert meta["steps"] == {"prior": 2, "decoder": 2} and "upsampler1" not in meta["models"]
     assert meta["models"]["prior"] == {"name": "unclip-prior", "version": "1", "folder": meta["models"]["prior"]["folder"]}
-    assert len(meta["clip_fingerprint"]) == 16 and meta["task"] == "generate"
+    assert len(meta["clip_fingerprint"]) == 16 and meta["task"] == "generate" and meta["decoder_best_of"] == 2
     assert Image.open(grid).size[0] >= 32
     run_id = out.split("mlflow run: ")[1].split()[0]
     from mlflow.tracking import MlflowClient  # the test may look into the store; the code may not
@@ -165,6 +166,7 @@ def test_user_errors_are_one_line(models, picture, tmp_path, capsys):
         (generate.main, ["--prompt", "x", "--steps", "decoder=5000", *base], "between 1 and 50"),
         (generate.main, ["--prompt", "x", "--steps", "decodr=5", *base], "unknown stage 'decodr'"),
         (generate.main, ["--prompt", "x", "--num-images", 0, *base], "at least 1"),
+        (generate.main, ["--prompt", "x", "--decoder-best-of", 0, *base], "--decoder-best-of.*at least 1"),
         (generate.main, ["--prompt", "x", "--models", "registry", "--ref", "nightly", "--no-mlflow"],
          "no version or alias 'nightly'|no registered model 'unclip-clip'"),
         (variations.main, ["--image", tmp_path / "missing.png", *base], "does not exist"),

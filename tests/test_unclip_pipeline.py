@@ -13,9 +13,12 @@ import torch
 from PIL import Image
 from tiny_clips import make_open_clip
 
+from core.candidates import candidate_seeds
+from core.diffusion import initial_noise
 from core.errors import CheckpointError, ClipMismatchError
+from decoder.sample import decode
 from unclip import ImageFileError, ModelNotFoundError, PromptError, SettingsError, UnclipPipeline
-from unclip.pipeline import check_prompts, select_rows
+from unclip.pipeline import check_prompts, select_rows, stage_seeds
 from unclip.provenance import read_png_metadata, save_run
 from unclip.settings import parse_stage_values
 from unclip.sources import from_models_dir
@@ -61,6 +64,17 @@ def test_generate_sizes_and_provenance(pipe):
     assert small[0].size == (16, 16) and small[0].info["unclip"]["steps"] == {"prior": 2, "decoder": 2}
 
 
+def test_every_stage_and_candidate_draws_its_own_noise():
+    """torch keeps only the low 32 bits of a seed: streams 2**32 apart would draw the same numbers."""
+    seeds = [0, 1, 2]
+    streams = [stage_seeds(seeds, stage) for stage in ("prior", "decoder", "upsampler1", "upsampler2")]
+    streams += [candidate_seeds(seeds, 3)[k::3] for k in (1, 2)]
+    starts = {tuple(initial_noise([s], (4,), "cpu")[0].tolist()) for stream in streams for s in stream}
+    assert len(starts) == len(streams) * len(seeds)
+    assert torch.equal(initial_noise([5 + 2**32], (4,), "cpu"), initial_noise([5 + 2**32], (4,), "cpu"))
+    assert not torch.equal(initial_noise([5 + 2**32], (4,), "cpu"), initial_noise([5], (4,), "cpu"))
+
+
 def test_seeded_and_batch_size_independent(pipe):
     prompts = ["a red circle", "a green triangle", "a blue square"]
     plan = pipe.plan(FAST, None, "ddim", 32)
@@ -71,6 +85,24 @@ def test_seeded_and_batch_size_independent(pipe):
     torch.testing.assert_close(alone[0], together[1], atol=2e-3, rtol=0)
     other_seed = pipe.generate_tensors(prompts, 1, 99, plan)
     assert (other_seed - together).abs().max() > 0.05
+
+
+def test_decoder_best_of_keeps_one_of_its_seeded_candidates(pipe):
+    plan = pipe.plan(FAST, None, "ddim", 16)
+    z = pipe.sample_prior(pipe.encode_text(["a red circle", "a blue square"]), [3, 4], plan)
+    text = pipe.encode_text(["a red circle", "a blue square"])
+    best = pipe.decode(z, text, [3, 4], plan, best_of=3)
+    decoder_seeds = [candidate_seeds(stage_seeds([s], "decoder"), 3) for s in (3, 4)]
+    candidates = torch.stack([decode(pipe.cascade.decoder, z, text, [c[k] for c in decoder_seeds], steps=2,
+                                     guidance=plan["guidance"]["decoder"])
+                              for k in range(3)], 1)
+    assert (candidates[:, 0] - candidates[:, 1]).abs().max() > 1e-3
+    for b in range(2):
+        assert min(float((best[b] - candidates[b, k]).abs().max()) for k in range(3)) < 1e-4
+    image = pipe.generate("a red circle", steps=FAST, output_size=16, decoder_best_of=2)[0]
+    assert image.info["unclip"]["decoder_best_of"] == 2 and image.info["unclip"]["best_of"] == 2
+    with pytest.raises(SettingsError, match="at least 1"):
+        pipe.generate("a red circle", steps=FAST, decoder_best_of=0)
 
 
 def test_bf16_autocast(pipe):

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from core.seeds import stream_seed
 from unclip import sources
 from unclip.errors import PromptError, SettingsError
 from unclip.images import tensor_to_images
@@ -30,10 +31,6 @@ from unclip.provenance import attach
 from unclip.settings import DEFAULT_GUIDANCE, check_steps, guidance_for, samplers_for, steps_for
 
 log = logging.getLogger("unclip")
-
-# Each stage draws from its own stream of the image's seed (prior candidates use seed + k * 2**32).
-STAGE_STREAM = {"prior": 0, "decoder": 1 << 44, "upsampler1": 2 << 44, "upsampler2": 3 << 44}
-
 
 def autocast(precision: str, device: torch.device):
     """bf16 autocast around a stage (fast on GPUs and CPUs with AMX, slow on CPUs without bf16)."""
@@ -45,7 +42,8 @@ def autocast(precision: str, device: torch.device):
 
 
 def stage_seeds(seeds: Sequence[int], stage: str) -> list[int]:
-    return [(int(s) + STAGE_STREAM[stage]) % 2**63 for s in seeds]
+    """Each stage draws from its own stream of the image's seed (the prior from the seed itself)."""
+    return [int(s) if stage == "prior" else stream_seed(s, stage) for s in seeds]
 
 
 class UnclipPipeline:
@@ -98,22 +96,27 @@ class UnclipPipeline:
     def generate(self, prompts: str | Sequence[str], num_images: int = 1, seed: int = 0,
                  steps: Mapping[str, Any] | None = None, guidance: Mapping[str, Any] | None = None,
                  sampler: str | Mapping[str, str] | None = "ddim", output_size: int | None = None,
-                 best_of: int = 2, batch_size: int = 8) -> list[Image.Image]:
-        """`num_images` images per prompt at `output_size` (None: the largest), prompt-major."""
+                 best_of: int = 2, batch_size: int = 8, decoder_best_of: int = 1) -> list[Image.Image]:
+        """`num_images` images per prompt at `output_size` (None: the largest), prompt-major. `best_of`
+        prior candidates per image (the one closest to the caption kept, as the paper), `decoder_best_of`
+        decodes of the kept embedding (the one CLIP reads closest to it kept; 1: the paper's single decode)."""
         prompts = check_prompts(prompts)
         if num_images < 1 or batch_size < 1:
             raise SettingsError(f"num_images and batch_size must be at least 1, got {num_images} and {batch_size}")
+        if best_of < 1 or decoder_best_of < 1:
+            raise SettingsError(f"best_of and decoder_best_of must be at least 1, got {best_of} and {decoder_best_of}")
         plan = self.plan(steps, guidance, sampler, output_size)
-        images = self.generate_tensors(prompts, num_images, seed, plan, best_of, batch_size)
+        images = self.generate_tensors(prompts, num_images, seed, plan, best_of, batch_size, decoder_best_of)
         out = []
         for k, image in enumerate(tensor_to_images(images)):
-            record = {"task": "generate", "prompt": prompts[k // num_images], "seed": seed + k, "best_of": best_of}
+            record = {"task": "generate", "prompt": prompts[k // num_images], "seed": seed + k, "best_of": best_of,
+                      "decoder_best_of": decoder_best_of}
             out.append(attach(image, {**record, **self.record(plan)}))
         return out
 
     @torch.inference_mode()
     def generate_tensors(self, prompts: list[str], num_images: int, seed: int, plan: dict,
-                         best_of: int = 2, batch_size: int = 8) -> Tensor:
+                         best_of: int = 2, batch_size: int = 8, decoder_best_of: int = 1) -> Tensor:
         """[len(prompts) * num_images, 3, S, S] in [-1, 1]."""
         self.timings = {}
         with self.timed("clip"):
@@ -127,7 +130,7 @@ class UnclipPipeline:
             part = select_rows(text, idx)
             z = self.sample_prior(part, seeds, plan, best_of)
             with self.timed("decoder"):
-                x = self.decode(z, part, seeds, plan)
+                x = self.decode(z, part, seeds, plan, best_of=decoder_best_of)
             chunks.append(self.upsample(x, seeds, plan))
         return torch.cat(chunks)
 
@@ -162,16 +165,22 @@ class UnclipPipeline:
                                 best_of=best_of, progress=self.progress)
 
     def decode(self, image_embeds: Tensor, text, seeds: Sequence[int], plan: dict, x_t: Tensor | None = None,
-               eta: float = 0.0, blend=None) -> Tensor:
+               eta: float = 0.0, blend=None, best_of: int = 1) -> Tensor:
         """Decoder images [B, 3, S, S] for image embeddings (and captions, or None), from x_T (default:
-        the seeds' noise); `blend`: see decoder.sample.decode."""
+        the seeds' noise); `blend`: see decoder.sample.decode; `best_of` > 1: that many decodes each, the
+        one CLIP reads closest to its embedding kept (decoder.best_of)."""
+        from decoder.best_of import decode_best_of
         from decoder.sample import decode
 
+        settings = {"steps": plan["steps"]["decoder"], "sampler": plan["sampler"]["decoder"],
+                    "guidance": plan["guidance"]["decoder"], "eta": eta, "progress": self.progress}
         with autocast(self.precision, self.device):
-            return decode(self.cascade.decoder, image_embeds, text, stage_seeds(seeds, "decoder"),
-                          steps=plan["steps"]["decoder"], sampler=plan["sampler"]["decoder"],
-                          guidance=plan["guidance"]["decoder"], eta=eta, x_T=x_t, progress=self.progress,
-                          blend=blend).float()
+            if best_of > 1:
+                return decode_best_of(self.cascade.decoder, self.cascade.encoder.encode_pixels, image_embeds, text,
+                                      stage_seeds(seeds, "decoder"), best_of, x_T=x_t, blend=blend,
+                                      **settings).images.float()
+            return decode(self.cascade.decoder, image_embeds, text, stage_seeds(seeds, "decoder"), x_T=x_t,
+                          blend=blend, **settings).float()
 
     def invert(self, x0: Tensor, image_embeds: Tensor, plan: dict, text=None) -> Tensor:
         """x_T of decoder-sized images under their image embeddings (and captions, default none); decoding
