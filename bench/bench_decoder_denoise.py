@@ -116,7 +116,7 @@ def measure(decoder, val: dict[str, torch.Tensor], captions: list[str], encoder,
         rows[f"from draft @ t={int(start)}"] = read(x)
     if best_of:
         best = decode_best_of(decoder, encoder.encode_pixels, cond["image_embeds"], caption_of(val, slice(0, n)),
-                              list(range(n)), max(best_of), steps=steps, guidance=1.0)
+                              list(range(n)), max(best_of), steps=steps, guidance=1.0, batch_size=100)
         for k in best_of:
             rows[f"best of {k}"] = read(pick_best(best.candidates[:, :k], best.scores[:, :k])[0])
     return rows
