@@ -33,7 +33,7 @@ from data import open_dataset  # noqa: E402
 from data.shapes import canonical_caption, parse_caption  # noqa: E402
 from flows.presets import cascade_settings  # noqa: E402
 from unclip.evaluate import prompt_accuracy  # noqa: E402
-from unclip.settings import GUIDED, parse_stage_values  # noqa: E402
+from unclip.settings import DEFAULT_DECODER_BEST_OF, GUIDED, parse_stage_values  # noqa: E402
 
 
 def held_out_prompts(preset: str, count: int) -> list[str]:
@@ -53,7 +53,7 @@ def bench(args: argparse.Namespace) -> dict:
     rows = {}
     for text in args.guidance or [""]:
         guidance = parse_stage_values(text, GUIDED, "guidance")
-        for best_of, decoder_best_of in itertools.product(args.best_of or [2], args.decoder_best_of or [1]):
+        for best_of, decoder_best_of in itertools.product(args.best_of or [2], args.decoder_best_of or [DEFAULT_DECODER_BEST_OF]):
             images = pipe.generate(prompts, args.images, args.seed, guidance=guidance, output_size=size,
                                    best_of=best_of, decoder_best_of=decoder_best_of)
             accuracy = prompt_accuracy(images, scored, pipe.encoder)
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--best-of", type=int, action="append", help="prior candidates per image, the one closest "
                         "to the caption kept (repeatable; default: 2, the paper's)")
     parser.add_argument("--decoder-best-of", type=int, action="append", help="decodes per image, the one CLIP "
-                        "reads closest to its embedding kept (repeatable; default: 1, the paper's)")
+                        "reads closest to its embedding kept (repeatable; default: the pipeline's, 1 is the paper's)")
     parser.add_argument("--output-size", type=int, default=None, help="image side (default: the first upsampler's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())

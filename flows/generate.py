@@ -15,11 +15,13 @@ from prefect.cache_policies import NO_CACHE
 from flows import inference as common
 from unclip.errors import SettingsError
 from unclip.pipeline import UnclipPipeline, check_prompts
+from unclip.settings import DEFAULT_DECODER_BEST_OF
 
 
 @task(cache_policy=NO_CACHE)
 def generate_images(pipe: UnclipPipeline, prompts: list[str], num_images: int, seed: int, steps, guidance, sampler,
-                    output_size, best_of: int, batch_size: int, decoder_best_of: int = 1) -> list:
+                    output_size, best_of: int, batch_size: int,
+                    decoder_best_of: int = DEFAULT_DECODER_BEST_OF) -> list:
     return pipe.generate(prompts, num_images, seed, steps, guidance, sampler, output_size, best_of, batch_size,
                          decoder_best_of)
 
@@ -27,7 +29,8 @@ def generate_images(pipe: UnclipPipeline, prompts: list[str], num_images: int, s
 @flow(name="unclip-generate", log_prints=True)
 def generate_flow(prompts: list[str], num_images: int = 1, seed: int = 0, steps: dict[str, Any] | None = None,
                   guidance: dict[str, Any] | None = None, sampler: Any = "ddim", output_size: int | None = None,
-                  best_of: int = 2, batch_size: int = 8, decoder_best_of: int = 1, models: str = "registry",
+                  best_of: int = 2, batch_size: int = 8, decoder_best_of: int = DEFAULT_DECODER_BEST_OF,
+                  models: str = "registry",
                   ref: str = "champion",
                   versions: dict[str, str] | None = None, device: str | None = None, precision: str = "fp32",
                   compile: bool = False, threads: int | None = None, progress: bool = True,
@@ -53,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-images", type=int, default=1, help="images per prompt (default: 1)")
     parser.add_argument("--best-of", type=int, default=2,
                         help="prior candidates per image; the one closest to the caption is kept (default: 2)")
-    parser.add_argument("--decoder-best-of", type=int, default=1,
+    parser.add_argument("--decoder-best-of", type=int, default=DEFAULT_DECODER_BEST_OF,
                         help="decodes per image; the one the CLIP reads closest to its image embedding is kept "
-                             "(default: 1, the paper's single decode)")
+                             f"(default: {DEFAULT_DECODER_BEST_OF}; 1 is the paper's single decode)")
     parser.add_argument("--batch-size", type=int, default=8, help="images sampled together (default: 8); "
                                                                    "results do not depend on it")
     common.add_sampling_options(parser)

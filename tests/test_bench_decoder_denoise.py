@@ -53,6 +53,8 @@ def test_every_reading_gets_a_row(decoder_and_shards, capsys):
     (["--timesteps", "2,x"], "whole timesteps"),
     (["--timesteps", "100"], "outside this decoder's schedule"),
     (["--from-draft", "10"], "below the sampler's last step"),
+    (["--best-of", "0"], "at least 1"),
+    (["--best-of", "two"], "whole numbers"),
 ])
 def test_wrong_timesteps_are_refused(decoder_and_shards, capsys, extra, message):
     assert run(decoder_and_shards, "--images", "2", *extra) == 2
@@ -67,3 +69,16 @@ def test_starting_from_the_draft_of_a_decoder_without_one_is_refused(decoder_and
     args = ["--decoder", str(tmp_path / "plain"), "--val-shards", str(decoder_and_shards / "val"), "--from-draft", "99"]
     assert load_bench("bench_decoder_denoise").main(args) == 2
     assert "has no draft" in capsys.readouterr().err
+
+
+def test_best_of_rows_and_a_second_clip_as_judge(decoder_and_shards, tmp_path_factory, tmp_path):
+    root = decoder_and_shards
+    out = root / "best.json"
+    judge = shared_open_clip(tmp_path_factory).save(tmp_path / "judge").parent  # the shards' own CLIP as judge
+    args = ["--images", "4", "--timesteps", "", "--best-of", "1,3", "--judge", str(judge), "--json", str(out)]
+    assert run(root, *args) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert list(rows) == ["real", "decoded", "draft", "best of 1", "best of 3"]
+    assert rows["best of 1"] == rows["decoded"]  # candidate 0 is the plain decode
+    # the same CLIP as judge reads what the shards' CLIP reads
+    assert all(row["judge_shape"] == row["shape"] for row in rows.values())

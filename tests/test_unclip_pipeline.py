@@ -20,7 +20,7 @@ from decoder.sample import decode
 from unclip import ImageFileError, ModelNotFoundError, PromptError, SettingsError, UnclipPipeline
 from unclip.pipeline import check_prompts, select_rows, stage_seeds
 from unclip.provenance import read_png_metadata, save_run
-from unclip.settings import parse_stage_values
+from unclip.settings import DEFAULT_DECODER_BEST_OF, parse_stage_values
 from unclip.sources import from_models_dir
 from unclip.testing import build_tiny_models, save_tiny_prior, shared_tiny_models
 
@@ -56,6 +56,7 @@ def test_generate_sizes_and_provenance(pipe):
     assert len(images) == 4 and all(im.size == (64, 64) for im in images)
     record = images[3].info["unclip"]
     assert record["prompt"] == "a blue square" and record["seed"] == 8
+    assert record["best_of"] == 2 and record["decoder_best_of"] == DEFAULT_DECODER_BEST_OF
     assert record["steps"] == FAST and record["guidance"] == {"prior": 1.0, "decoder": 1.0}
     assert record["clip_fingerprint"] == pipe.info.spec.fingerprint()
     assert set(record["models"]) == {"clip", "prior", "decoder", "upsampler1", "upsampler2"}

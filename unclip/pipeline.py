@@ -28,7 +28,14 @@ from unclip.errors import PromptError, SettingsError
 from unclip.images import tensor_to_images
 from unclip.loading import Cascade, CascadeInfo, load_cascade
 from unclip.provenance import attach
-from unclip.settings import DEFAULT_GUIDANCE, check_steps, guidance_for, samplers_for, steps_for
+from unclip.settings import (
+    DEFAULT_DECODER_BEST_OF,
+    DEFAULT_GUIDANCE,
+    check_steps,
+    guidance_for,
+    samplers_for,
+    steps_for,
+)
 
 log = logging.getLogger("unclip")
 
@@ -96,10 +103,12 @@ class UnclipPipeline:
     def generate(self, prompts: str | Sequence[str], num_images: int = 1, seed: int = 0,
                  steps: Mapping[str, Any] | None = None, guidance: Mapping[str, Any] | None = None,
                  sampler: str | Mapping[str, str] | None = "ddim", output_size: int | None = None,
-                 best_of: int = 2, batch_size: int = 8, decoder_best_of: int = 1) -> list[Image.Image]:
+                 best_of: int = 2, batch_size: int = 8,
+                 decoder_best_of: int = DEFAULT_DECODER_BEST_OF) -> list[Image.Image]:
         """`num_images` images per prompt at `output_size` (None: the largest), prompt-major. `best_of`
         prior candidates per image (the one closest to the caption kept, as the paper), `decoder_best_of`
-        decodes of the kept embedding (the one CLIP reads closest to it kept; 1: the paper's single decode)."""
+        decodes of the kept embedding (the one CLIP reads closest to it kept; 1: the paper's single decode;
+        the default's figures are in unclip/settings.py)."""
         prompts = check_prompts(prompts)
         if num_images < 1 or batch_size < 1:
             raise SettingsError(f"num_images and batch_size must be at least 1, got {num_images} and {batch_size}")
@@ -116,7 +125,8 @@ class UnclipPipeline:
 
     @torch.inference_mode()
     def generate_tensors(self, prompts: list[str], num_images: int, seed: int, plan: dict,
-                         best_of: int = 2, batch_size: int = 8, decoder_best_of: int = 1) -> Tensor:
+                         best_of: int = 2, batch_size: int = 8,
+                         decoder_best_of: int = DEFAULT_DECODER_BEST_OF) -> Tensor:
         """[len(prompts) * num_images, 3, S, S] in [-1, 1]."""
         self.timings = {}
         with self.timed("clip"):

@@ -37,8 +37,16 @@ DEFAULT_STEPS: dict[str, int | None] = {"prior": 25, "decoder": 25, "upsampler1"
 # or more: pass --guidance decoder=1.25.
 # The prior stays unguided, as in the paper: on a later run's models (1,000-step CLIP, 96 images) prior 1 /
 # 1.5 / 3 read shape 0.88 / 0.85 / 0.78 and size 1.00 / 0.97 / 0.92; and best of 2 / 4 / 8 prior candidates
-# read 0.88 / 0.88 / 0.88 (`bench/bench_generation.py --guidance prior=1.5 --best-of 4 ...`).
+# read 0.88 / 0.88 / 0.88 (`bench/bench_generation.py --guidance prior=1.5 --best-of 4 ...`), but those
+# candidates were one draw repeated (seeds 2**32 apart, which torch's CPU generator cannot tell apart;
+# core/seeds.py). With distinct draws, a later run's models: best of 1 / 2 0.83 / 0.84 (96 images).
 DEFAULT_GUIDANCE: dict[str, float] = {"prior": 1.0, "decoder": 1.0}
+# Decodes per generated image, the one whose CLIP embedding comes back closest to the prior's kept
+# (decoder/best_of.py; the paper decodes once: 1). On a demo run's models (96 images of 24 held-out
+# prompts, 128 px, `bench/bench_generation.py --prompts 24 --decoder-best-of 1 --decoder-best-of 4`)
+# 1 / 4 read shape 0.84 / 0.92 and size 0.97 / 1.00, for ~0.65 s more per image on 2 cores. From true
+# embeddings a second CLIP, trained apart, sees most of that gain too (decoder/config.py).
+DEFAULT_DECODER_BEST_OF = 4
 # Inversion-based manipulations decode with the same (unguided) network that inverted the image, so
 # that η = 0 gives the image back; guidance > 1 breaks that symmetry.
 MANIPULATION_GUIDANCE: dict[str, float] = {"prior": 1.0, "decoder": 1.0}
