@@ -1,7 +1,7 @@
 """Best-of-n sampling, shared by the prior and the decoder: n candidates per sample, each from its own
 seed, and the one that scores highest against a target embedding is kept.
 
-Candidate k of the sample with seed s draws from its own stream of s (`core.diffusion.stream_seed`;
+Candidate k of the sample with seed s draws from its own stream of s (`core.seeds.stream_seed`;
 k = 0 is the seed itself, so best of 1 is the plain sample), so neither the batch size nor the
 chunking changes a candidate.
 """

@@ -27,12 +27,14 @@ Encode = Callable[[Tensor], Tensor]  # images [N, 3, S, S] in [-1, 1] -> CLIP im
 @dataclass(frozen=True)
 class BestOf:
     """The kept images [B, 3, S, S], all candidates [B, n, 3, S, S] (candidate 0 = the plain decode),
-    their cosines with the conditioning embedding [B, n], and the kept candidate's index [B]."""
+    their cosines with the conditioning embedding [B, n], the kept candidate's index [B], and the
+    candidates' CLIP image embeddings [B, n, D] (None for best of 1, which encodes nothing)."""
 
     images: Tensor
     candidates: Tensor
     scores: Tensor
     index: Tensor
+    embeds: Tensor | None = None
 
 
 def repeat_caption(text: Caption | None, n: int) -> Caption | None:
@@ -60,9 +62,8 @@ def decode_best_of(decoder: Decoder, encode: Encode, image_embeds: Tensor, text:
                     candidate_seeds(seeds, n), **decode_kw)
     candidates = images.view(len(seeds), n, *images.shape[1:])
     if n == 1:
-        scores = torch.ones(len(seeds), 1)
-    else:
-        embeds = F.normalize(encode(images).float(), dim=-1).view(len(seeds), n, -1)
-        scores = dot_scores(embeds, F.normalize(image_embeds.float(), dim=-1)).cpu()
+        return BestOf(images, candidates, torch.ones(len(seeds), 1), torch.zeros(len(seeds), dtype=torch.long))
+    embeds = encode(images).float().view(len(seeds), n, -1)
+    scores = dot_scores(F.normalize(embeds, dim=-1), F.normalize(image_embeds.float(), dim=-1)).cpu()
     chosen, index = pick_best(candidates, scores)
-    return BestOf(chosen, candidates, scores, index)
+    return BestOf(chosen, candidates, scores, index, embeds)

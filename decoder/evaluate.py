@@ -65,9 +65,12 @@ def evaluate_decoder(decoder: Decoder, val: dict[str, torch.Tensor], real_images
     decoded = best.images
     # per kept image, every candidate's decode and CLIP check included
     metrics: dict = {"decode_seconds_per_image": (time.perf_counter() - start) / n}
-    embeds = {"": encoder.encode_pixels(decoded).cpu(), "_real": encoder.encode_pixels(to_signed(real_images[rows])).cpu()}
-    if cfg.best_of > 1:  # the plain decode (candidate 0) beside the kept one
-        embeds["_single"] = encoder.encode_pixels(best.candidates[:, 0]).cpu()
+    embeds = {"_real": encoder.encode_pixels(to_signed(real_images[rows])).cpu()}
+    if best.embeds is None:
+        embeds[""] = encoder.encode_pixels(decoded).cpu()
+    else:  # CLIP already read every candidate; the plain decode (candidate 0) stands beside the kept one
+        embeds[""] = best.embeds[torch.arange(n), best.index].cpu()
+        embeds["_single"] = best.embeds[:, 0].cpu()
     if real_images.shape[-1] != decoder.cfg.image_size:
         embeds["_real_lowres"] = encoder.encode_pixels(to_signed(val["images"][rows])).cpu()
     for suffix, emb in embeds.items():

@@ -90,8 +90,8 @@ def test_seeded_and_batch_size_independent(pipe):
 
 def test_decoder_best_of_keeps_one_of_its_seeded_candidates(pipe):
     plan = pipe.plan(FAST, None, "ddim", 16)
-    z = pipe.sample_prior(pipe.encode_text(["a red circle", "a blue square"]), [3, 4], plan)
     text = pipe.encode_text(["a red circle", "a blue square"])
+    z = pipe.sample_prior(text, [3, 4], plan)
     best = pipe.decode(z, text, [3, 4], plan, best_of=3)
     decoder_seeds = [candidate_seeds(stage_seeds([s], "decoder"), 3) for s in (3, 4)]
     candidates = torch.stack([decode(pipe.cascade.decoder, z, text, [c[k] for c in decoder_seeds], steps=2,

@@ -17,16 +17,9 @@ from typing import Literal
 
 import torch
 
-from core.diffusion import (
-    Denoise,
-    Sampler,
-    generators,
-    initial_noise,
-    sample,
-    sampling_scheduler,
-    stream_seed,
-)
+from core.diffusion import Denoise, Sampler, generators, initial_noise, sample, sampling_scheduler
 from core.errors import ConfigError
+from core.seeds import stream_seed
 from upsamplers.config import check_tiling
 from upsamplers.io import as_model
 from upsamplers.model import Upsampler, upsample_bicubic
