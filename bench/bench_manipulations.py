@@ -11,8 +11,9 @@
   true shape, position and background (read among captions of the colour the frame has), and the
   share that do both; with the paper's text direction (--thetas) and the prior's image-embedding
   direction (--prior-thetas), each with the decoder reading the blended captions and without them
-  (--captions). θ = 0 is the decoder's reconstruction of the image, and `real/others_kept` the
-  CLIP's reading of the images themselves at the output side: the ceilings of "kept".
+  (--captions), each keeping the best of 1 or more decodes per edited frame (--best-of). θ = 0 is the
+  decoder's reconstruction of the image, and `real/others_kept` the CLIP's reading of the images
+  themselves at the output side: the ceilings of "kept".
 Round trips are scored at the decoder's resolution (the latent they invert); text diffs at
 --output-size (default: the decoder's too; the upsamplers add time, not attributes).
 """
@@ -66,13 +67,13 @@ def round_trips(pipe, pairs, steps: int) -> dict[str, float]:
 
 
 def text_diffs(pipe, pairs, thetas: list[float], output_size: int | None, steps: int,
-               direction: str = "text", caption: str = "blend") -> dict[str, float]:
+               direction: str = "text", caption: str = "blend", best_of: int = 1) -> dict[str, float]:
     encoder = pipe.encoder
     frames, targets = [], []
     for image, attrs in pairs:
         target = attrs.replace(color="blue")
         frames += pipe.text_diff(image, canonical_caption(attrs), canonical_caption(target), thetas,
-                                 direction=direction, caption=caption, steps={"decoder": steps},
+                                 direction=direction, caption=caption, best_of=best_of, steps={"decoder": steps},
                                  output_size=output_size)
         targets += [target] * len(thetas)
     embeds = encoder.encode_image(frames)
@@ -85,7 +86,7 @@ def text_diffs(pipe, pairs, thetas: list[float], output_size: int | None, steps:
         rows = list(zip(colours, readings, targets))[k::len(thetas)]
         moved = [c == "blue" for c, _, _ in rows]
         kept = [_kept(r, t) for _, r, t in rows]
-        key = f"{direction}/{caption}/theta={theta:g}"
+        key = f"{direction}/{caption}/best_of={best_of}/theta={theta:g}"
         out[f"{key}/colour_moved"] = sum(moved) / len(rows)
         out[f"{key}/others_kept"] = sum(kept) / len(rows)
         out[f"{key}/both"] = sum(m and k for m, k in zip(moved, kept)) / len(rows)
@@ -126,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="θ values of the prior-direction text diffs (default: 0.5,1,1.5)")
     parser.add_argument("--captions", default="blend,none",
                         help="text-diff caption modes to measure (default: blend,none; see unclip/manipulate.py)")
+    parser.add_argument("--best-of", default="1,4",
+                        help="decodes kept the best of per edited frame, each value measured (default: 1,4; "
+                        "see unclip/manipulate.py)")
     parser.add_argument("--output-size", type=int, default=None, help="text-diff output side (default: decoder's)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
@@ -139,8 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     result.update(real_kept(pipe, red, size))
     prior_thetas = [float(t) for t in args.prior_thetas.split(",")]
     for caption in args.captions.split(","):
-        result.update(text_diffs(pipe, red, thetas, size, args.steps, caption=caption))
-        result.update(text_diffs(pipe, red, prior_thetas, size, args.steps, direction="prior", caption=caption))
+        for n in [int(b) for b in args.best_of.split(",")]:
+            result.update(text_diffs(pipe, red, thetas, size, args.steps, caption=caption, best_of=n))
+            result.update(text_diffs(pipe, red, prior_thetas, size, args.steps, direction="prior", caption=caption,
+                                     best_of=n))
     result = {"images": args.images, "decoder_steps": args.steps, "models": pipe.models(), **result}
     for key, value in result.items():
         print(f"{key}: {_show(key, value, len(red))}")

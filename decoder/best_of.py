@@ -63,7 +63,14 @@ def decode_best_of(decoder: Decoder, encode: Encode, image_embeds: Tensor, text:
     candidates = images.view(len(seeds), n, *images.shape[1:])
     if n == 1:
         return BestOf(images, candidates, torch.ones(len(seeds), 1), torch.zeros(len(seeds), dtype=torch.long))
-    embeds = encode(images).float().view(len(seeds), n, -1)
+    return rank(encode, candidates, image_embeds)
+
+
+def rank(encode: Encode, candidates: Tensor, image_embeds: Tensor) -> BestOf:
+    """Keep, of each row's candidate images [B, n, 3, S, S], the one whose `encode` embedding has the
+    largest cosine with that row's embedding [B, D]."""
+    b, n = candidates.shape[:2]
+    embeds = encode(candidates.flatten(0, 1)).float().view(b, n, -1)
     scores = dot_scores(F.normalize(embeds, dim=-1), F.normalize(image_embeds.float(), dim=-1)).cpu()
     chosen, index = pick_best(candidates, scores)
     return BestOf(chosen, candidates, scores, index, embeds)

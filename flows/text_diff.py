@@ -21,21 +21,24 @@ from unclip.errors import SettingsError
 from unclip.images import load_image
 from unclip.manipulate import CAPTION_MODES, DIRECTIONS, THETA_MAX, check_caption
 from unclip.pipeline import UnclipPipeline, check_prompts
-from unclip.settings import MANIPULATION_GUIDANCE
+from unclip.settings import DEFAULT_EDIT_BEST_OF, EDIT_BEST_OF_ETA, MANIPULATION_GUIDANCE
 
 
 @task(cache_policy=NO_CACHE)
 def make_text_diff(pipe: UnclipPipeline, image: str, from_caption: str, to_caption: str, thetas: list[float],
                    seed: int, steps, guidance, output_size, direction: str = "text", draws: int = 8,
-                   caption: str = "blend") -> list:
+                   caption: str = "blend", best_of: int = DEFAULT_EDIT_BEST_OF,
+                   best_of_eta: float = EDIT_BEST_OF_ETA) -> list:
     return pipe.text_diff(image, from_caption, to_caption, thetas, direction=direction, caption=caption, draws=draws,
-                          seed=seed, steps=steps, guidance=guidance, output_size=output_size)
+                          best_of=best_of, best_of_eta=best_of_eta, seed=seed, steps=steps, guidance=guidance,
+                          output_size=output_size)
 
 
 @flow(name="unclip-text-diff", log_prints=True)
 def text_diff_flow(image: str, from_caption: str, to_caption: str,
                    thetas: list[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), direction: str = "text",
-                   draws: int = 8, seed: int = 0, caption: str = "blend",
+                   draws: int = 8, seed: int = 0, caption: str = "blend", best_of: int = DEFAULT_EDIT_BEST_OF,
+                   best_of_eta: float = EDIT_BEST_OF_ETA,
                    steps: dict[str, Any] | None = None, guidance: dict[str, Any] | None = None,
                    output_size: int | None = None, models: str = "registry", ref: str = "champion",
                    versions: dict[str, str] | None = None, device: str | None = None, precision: str = "fp32",
@@ -44,11 +47,11 @@ def text_diff_flow(image: str, from_caption: str, to_caption: str,
                    experiment: str | None = "unclip-inference") -> tuple[list[str], str | None]:
     pipe = common.load_pipeline(models, ref, versions, device, precision, compile, threads, progress)
     images = make_text_diff(pipe, image, from_caption, to_caption, list(thetas), seed, steps, guidance, output_size,
-                            direction, draws, caption)
+                            direction, draws, caption, best_of, best_of_eta)
     labels = [f"theta={t:.2f}" for t in thetas]
     paths = common.save_outputs(images, out, "text_diff", columns=len(images), labels=labels)
     params = {"image": image, "thetas": list(thetas),
-              **{k: v for k, v in images[0].info["unclip"].items() if k not in ("task", "source", "theta")}}
+              **{k: v for k, v in images[0].info["unclip"].items() if k not in ("task", "source", "theta", "candidate")}}
     return paths, common.log_outputs(paths, params, experiment, "text_diff")
 
 
@@ -81,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="blend: the decoder also reads the captions, moving from --from (θ = 0, the image "
                         "itself) to --to (from θ = 0.5 on, or 1 with --direction prior); on the demo's models it "
                         "kept the shape in more edits (README). none: embeddings only, as in the paper")
+    parser.add_argument("--best-of", type=int, default=DEFAULT_EDIT_BEST_OF,
+                        help="decodes per edited frame: the η = 0 one and the rest with --best-of-eta from the same "
+                        "x_T; the one CLIP reads closest to the edited embedding is kept (default: "
+                        f"{DEFAULT_EDIT_BEST_OF}; 1: the paper's single decode; θ = 0 always reconstructs)")
+    parser.add_argument("--best-of-eta", type=float, default=EDIT_BEST_OF_ETA,
+                        help=f"DDIM η of the extra candidates, in (0, 1] (default: {EDIT_BEST_OF_ETA})")
     common.add_sampling_options(parser, sampler=False)
     common.add_model_options(parser)
     common.add_output_options(parser, "outputs/text_diff")
@@ -97,11 +106,16 @@ def main(argv: list[str] | None = None) -> int:
         thetas = parse_thetas(args.thetas, args.direction)
         if args.draws < 1:
             raise SettingsError(f"--draws must be at least 1, got {args.draws}")
+        if args.best_of < 1:
+            raise SettingsError(f"--best-of must be at least 1, got {args.best_of}")
+        if not 0 < args.best_of_eta <= 1:
+            raise SettingsError(f"--best-of-eta must lie in (0, 1], got {args.best_of_eta}")
         load_image(args.image)
         common.check_out_dir(args.out)
         check_caption(args.caption, common.preflight(args, MANIPULATION_GUIDANCE))
         paths, run_id = text_diff_flow(
             str(args.image), from_caption, to_caption, thetas, args.direction, args.draws, args.seed, args.caption,
+            args.best_of, args.best_of_eta,
             common.stage_steps(args), common.stage_guidance(args), args.output_size, **common.model_params(args), out=args.out,
             experiment=None if args.no_mlflow else args.experiment)
         common.print_outputs(paths, run_id)

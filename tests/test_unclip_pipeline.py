@@ -318,3 +318,35 @@ def test_two_stage_cascade_without_upsamplers(tmp_path):
     pipe = UnclipPipeline.from_models_dir(root, progress=False)
     assert pipe.sizes == [16]
     assert pipe.generate("a red circle", steps=FAST)[0].size == (16, 16)
+
+
+def test_text_diff_best_of_keeps_the_frame_clip_reads_closest_to_z_theta(pipe):
+    from unclip.images import tensor_to_images
+    from unclip.manipulate import _embed_and_invert, _plan
+    from unclip.slerp import slerp
+
+    image = Image.fromarray((torch.rand(16, 16, 3) * 255).byte().numpy())
+    kw = {"thetas": [0.0, 0.3, 0.5], "caption": "none", "seed": 7, "steps": {"decoder": 3}, "output_size": 16}
+    single = pipe.text_diff(image, "a red circle", "a blue circle", best_of=1, **kw)
+    best = pipe.text_diff(image, "a red circle", "a blue circle", best_of=3, **kw)
+    assert "candidate" not in single[1].info["unclip"] and single[1].info["unclip"]["best_of"] == 1
+    assert best[0].info["unclip"]["candidate"] == 0 and torch.equal(tensors(best[:1]), tensors(single[:1]))
+    # rebuild every candidate of the edited frames: the η = 0 frame and η = 0.5 decodes of the same x_T
+    plan = _plan(pipe, kw["steps"], None, 16)
+    z_i, x_t = _embed_and_invert(pipe, [image], plan)
+    text = pipe.encode_text(["a red circle", "a blue circle"])
+    z_d = torch.nn.functional.normalize(text.embeds[1] - text.embeds[0], dim=-1)
+    seeds = candidate_seeds([7], 3)
+    for frame, theta in zip(best[1:], kw["thetas"][1:]):
+        z = slerp(z_i[0], z_d, theta)[None]
+        candidates = torch.cat([pipe.decode(z, None, [s], plan, x_t=x_t.clone(), eta=0.0 if k == 0 else 0.5)
+                                for k, s in enumerate(seeds)])
+        cos = torch.nn.functional.cosine_similarity(pipe.cascade.encoder.encode_pixels(candidates), z)
+        kept = frame.info["unclip"]["candidate"]
+        assert kept == int(cos.argmax()) and frame.info["unclip"]["best_of_eta"] == 0.5
+        assert torch.equal(tensors([frame]), tensors(tensor_to_images(candidates[kept:kept + 1])))
+        if kept == 0:
+            assert torch.equal(tensors([frame]), tensors(single[kw["thetas"].index(theta):][:1]))
+    for bad, pattern in (({"best_of": 0}, "best_of must be at least 1"), ({"best_of_eta": 0.0}, r"best_of_eta")):
+        with pytest.raises(SettingsError, match=pattern):
+            pipe.text_diff(image, "a red circle", "a blue circle", **bad)

@@ -50,6 +50,11 @@ DEFAULT_DECODER_BEST_OF = 4
 # Inversion-based manipulations decode with the same (unguided) network that inverted the image, so
 # that η = 0 gives the image back; guidance > 1 breaks that symmetry.
 MANIPULATION_GUIDANCE: dict[str, float] = {"prior": 1.0, "decoder": 1.0}
+# Text diffs keep the best of this many decodes of each edited frame: the paper's η = 0 decode and
+# η = EDIT_BEST_OF_ETA ones from the same inverted x_T, ranked by CLIP against z_θ (unclip/manipulate.py;
+# figures in the README). 1 is the paper's single η = 0 decode.
+DEFAULT_EDIT_BEST_OF = 4
+EDIT_BEST_OF_ETA = 0.5
 DEFAULT_SAMPLER: dict[str, str | None] = {"prior": "ddim", "decoder": "ddim", "upsampler1": None, "upsampler2": None}
 
 
