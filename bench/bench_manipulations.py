@@ -13,7 +13,9 @@
   direction (--prior-thetas), each with the decoder reading the blended captions and without them
   (--captions), each keeping the best of 1 or more decodes per edited frame (--best-of). θ = 0 is the
   decoder's reconstruction of the image, and `real/others_kept` the CLIP's reading of the images
-  themselves at the output side: the ceilings of "kept".
+  themselves at the output side: the ceilings of "kept". `--judge` names a second CLIP, trained apart,
+  whose readings are added under `judge/`: best-of ranks frames with the models' own CLIP, so the
+  judge shows whether a gain is more than that CLIP agreeing with itself.
 Round trips are scored at the decoder's resolution (the latent they invert); text diffs at
 --output-size (default: the decoder's too; the upsamplers add time, not attributes).
 """
@@ -30,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_pipeline import add_model_args, load  # noqa: E402
+from clip.encoder import load_encoder  # noqa: E402
+from clip.spec import ClipSpec  # noqa: E402
 from clip.zeroshot import format_share, predict_attributes  # noqa: E402
 from data import DatasetConfig, open_dataset  # noqa: E402
 from data.shapes import canonical_caption  # noqa: E402
@@ -66,9 +70,8 @@ def round_trips(pipe, pairs, steps: int) -> dict[str, float]:
             "interpolation_end_psnr_mean": statistics.mean(ends), "interpolation_end_psnr_min": min(ends)}
 
 
-def text_diffs(pipe, pairs, thetas: list[float], output_size: int | None, steps: int,
-               direction: str = "text", caption: str = "blend", best_of: int = 1) -> dict[str, float]:
-    encoder = pipe.encoder
+def text_diffs(pipe, pairs, thetas: list[float], output_size: int | None, steps: int, direction: str = "text",
+               caption: str = "blend", best_of: int = 1, judge=None) -> dict[str, float]:
     frames, targets = [], []
     for image, attrs in pairs:
         target = attrs.replace(color="blue")
@@ -76,6 +79,16 @@ def text_diffs(pipe, pairs, thetas: list[float], output_size: int | None, steps:
                                  direction=direction, caption=caption, best_of=best_of, steps={"decoder": steps},
                                  output_size=output_size)
         targets += [target] * len(thetas)
+    key = f"{direction}/{caption}/best_of={best_of}"
+    out = edit_shares(pipe.encoder, frames, targets, thetas, key)
+    if judge is not None:
+        out.update(edit_shares(judge, frames, targets, thetas, f"judge/{key}"))
+    return out
+
+
+def edit_shares(encoder, frames, targets, thetas: list[float], key: str) -> dict[str, float]:
+    """Per θ, the shares of frames whose colour `encoder` reads as the target's, that keep the other
+    attributes, and both (frames are θ-minor: image 0's thetas, image 1's, ...)."""
     embeds = encoder.encode_image(frames)
     colours = [r["color"] for r in predict_attributes(embeds, targets, _embed_text(encoder))]
     # the kept attributes are read among captions of the colour the frame has, so that a frame still
@@ -84,22 +97,20 @@ def text_diffs(pipe, pairs, thetas: list[float], output_size: int | None, steps:
     out = {}
     for k, theta in enumerate(thetas):
         rows = list(zip(colours, readings, targets))[k::len(thetas)]
-        moved = [c == "blue" for c, _, _ in rows]
+        moved = [c == t.color for c, _, t in rows]
         kept = [_kept(r, t) for _, r, t in rows]
-        key = f"{direction}/{caption}/best_of={best_of}/theta={theta:g}"
-        out[f"{key}/colour_moved"] = sum(moved) / len(rows)
-        out[f"{key}/others_kept"] = sum(kept) / len(rows)
-        out[f"{key}/both"] = sum(m and k for m, k in zip(moved, kept)) / len(rows)
+        out[f"{key}/theta={theta:g}/colour_moved"] = sum(moved) / len(rows)
+        out[f"{key}/theta={theta:g}/others_kept"] = sum(kept) / len(rows)
+        out[f"{key}/theta={theta:g}/both"] = sum(m and k for m, k in zip(moved, kept)) / len(rows)
     return out
 
 
-def real_kept(pipe, pairs, size: int) -> dict[str, float]:
+def real_kept(encoder, pairs, size: int, key: str = "real") -> dict[str, float]:
     """The share of the images themselves, at `size`, whose shape, position and background CLIP reads right."""
-    encoder = pipe.encoder
     images = images_to_tensor([image for image, _ in pairs], size)
     attrs = [a for _, a in pairs]
     readings = predict_attributes(encoder.encode_pixels(images), attrs, _embed_text(encoder))
-    return {"real/others_kept": sum(_kept(r, t) for r, t in zip(readings, attrs)) / len(pairs)}
+    return {f"{key}/others_kept": sum(_kept(r, t) for r, t in zip(readings, attrs)) / len(pairs)}
 
 
 def _embed_text(encoder):
@@ -130,23 +141,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--best-of", default="1,4",
                         help="decodes kept the best of per edited frame, each value measured (default: 1,4; "
                         "see unclip/manipulate.py)")
+    parser.add_argument("--judge", help="a second CLIP's model folder (trained apart, e.g. another demo run's) "
+                        "that also reads the text diffs, as a check independent of the CLIP that ranks best-of")
     parser.add_argument("--output-size", type=int, default=None, help="text-diff output side (default: decoder's)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     args.compile = False
+    try:
+        best_of = [int(b) for b in args.best_of.split(",")]
+    except ValueError:
+        best_of = [0]
+    if any(n < 1 for n in best_of):
+        parser.error(f"--best-of must be whole numbers of at least 1 separated by commas, got {args.best_of!r}")
     pipe = load(args)
     pipe.progress = False
     thetas = [float(t) for t in args.thetas.split(",")]
     result = round_trips(pipe, held_out(args.images), args.steps)
     red = held_out(args.images, colour="red", avoid_background="blue")
     size = args.output_size or pipe.info.sizes["decoder"]
-    result.update(real_kept(pipe, red, size))
+    result.update(real_kept(pipe.encoder, red, size))
+    judge = load_encoder(ClipSpec.load(args.judge), args.device) if args.judge else None
+    if judge is not None:
+        result.update(real_kept(judge, red, size, "judge/real"))
     prior_thetas = [float(t) for t in args.prior_thetas.split(",")]
     for caption in args.captions.split(","):
-        for n in [int(b) for b in args.best_of.split(",")]:
-            result.update(text_diffs(pipe, red, thetas, size, args.steps, caption=caption, best_of=n))
+        for n in best_of:
+            result.update(text_diffs(pipe, red, thetas, size, args.steps, caption=caption, best_of=n, judge=judge))
             result.update(text_diffs(pipe, red, prior_thetas, size, args.steps, direction="prior", caption=caption,
-                                     best_of=n))
+                                     best_of=n, judge=judge))
     result = {"images": args.images, "decoder_steps": args.steps, "models": pipe.models(), **result}
     for key, value in result.items():
         print(f"{key}: {_show(key, value, len(red))}")
