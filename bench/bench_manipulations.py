@@ -36,8 +36,8 @@ from clip.encoder import load_encoder  # noqa: E402
 from clip.spec import ClipSpec  # noqa: E402
 from clip.zeroshot import format_share, predict_attributes  # noqa: E402
 from data import DatasetConfig, open_dataset  # noqa: E402
-from data.shapes import canonical_caption  # noqa: E402
-from decoder.evaluate import psnr  # noqa: E402
+from data.shapes import ATTRIBUTE_VALUES, canonical_caption  # noqa: E402
+from decoder.evaluate import psnr, render_match  # noqa: E402
 from unclip.images import images_to_tensor  # noqa: E402
 
 KEPT = ("shape", "position", "background")
@@ -83,7 +83,40 @@ def text_diffs(pipe, pairs, thetas: list[float], output_size: int | None, steps:
     out = edit_shares(pipe.encoder, frames, targets, thetas, key)
     if judge is not None:
         out.update(edit_shares(judge, frames, targets, thetas, f"judge/{key}"))
+    out.update(pixel_shares(frames, targets, thetas, f"pixel/{key}"))
     return out
+
+
+def pixel_shares(frames, targets, thetas: list[float], key: str) -> dict[str, float]:
+    """`edit_shares` read without any CLIP: each attribute of a frame is the value whose rendering
+    (decoder.evaluate.render_match) is nearest to it."""
+    hits = pixel_hits(images_to_tensor(frames, frames[0].size[0]), targets)
+    out = {}
+    for k, theta in enumerate(thetas):
+        rows = hits[k::len(thetas)]
+        out[f"{key}/theta={theta:g}/colour_moved"] = sum(m for m, _ in rows) / len(rows)
+        out[f"{key}/theta={theta:g}/others_kept"] = sum(k for _, k in rows) / len(rows)
+        out[f"{key}/theta={theta:g}/both"] = sum(m and k for m, k in rows) / len(rows)
+    return out
+
+
+def pixel_hits(images, attrs) -> list[tuple[bool, bool]]:
+    """Per image [3, S, S], whether its nearest rendering has the colour of `attrs`, and whether it keeps
+    the other KEPT attributes, read (as `edit_shares` does) with the colour the image has."""
+    out = []
+    for image, a in zip(images, attrs):
+        has, reading = None, _render_reading(image, a)
+        for colour in [a.color, *(c for c in ATTRIBUTE_VALUES["color"] if c not in (a.color, a.background))]:
+            candidate = _render_reading(image, a.replace(color=colour))
+            if candidate["color"]:
+                has, reading = colour, candidate
+                break
+        out.append((has == a.color, all(reading[k] == 1 for k in KEPT)))
+    return out
+
+
+def _render_reading(image, attrs) -> dict[str, float]:
+    return render_match(image[None], [canonical_caption(attrs)])
 
 
 def edit_shares(encoder, frames, targets, thetas: list[float], key: str) -> dict[str, float]:
@@ -160,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     red = held_out(args.images, colour="red", avoid_background="blue")
     size = args.output_size or pipe.info.sizes["decoder"]
     result.update(real_kept(pipe.encoder, red, size))
+    real = pixel_hits(images_to_tensor([image for image, _ in red], size), [a for _, a in red])
+    result["pixel/real/others_kept"] = sum(k for _, k in real) / len(red)
     judge = load_encoder(ClipSpec.load(args.judge), args.device) if args.judge else None
     if judge is not None:
         result.update(real_kept(judge, red, size, "judge/real"))

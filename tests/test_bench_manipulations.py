@@ -32,7 +32,7 @@ def test_every_best_of_and_the_judge_get_their_figures(models, tmp_path):
             "--captions", "none", "--best-of", "1,2", "--judge", str(models / "clip"), "--json", str(out)]
     assert load_bench("bench_manipulations").main(args) == 0
     result = json.loads(out.read_text())
-    for judge in ("", "judge/"):
+    for judge in ("", "judge/", "pixel/"):
         assert 0 <= result[f"{judge}real/others_kept"] <= 1
         for n in (1, 2):
             for key in ("text/none/best_of={n}/theta=0", "text/none/best_of={n}/theta=0.5",
@@ -48,3 +48,17 @@ def test_a_wrong_best_of_is_refused(models):
     with pytest.raises(SystemExit) as err:
         load_bench("bench_manipulations").main(["--models", str(models), "--best-of", "1,0"])
     assert err.value.code == 2
+
+
+def test_the_pixel_check_reads_renderings_exactly():
+    from data.shapes import parse_caption, render
+    from data.transforms import to_tensor
+
+    bench = load_bench("bench_manipulations")
+    red = parse_caption("a large red circle in the center on a green background")
+    assert red is not None
+    cases = [(red, red, (True, True)), (red.replace(color="blue"), red, (False, True)),
+             (red.replace(shape="square"), red, (True, False)), (red.replace(color="blue", position="left"), red,
+                                                                  (False, False))]
+    images = torch.stack([to_tensor(render(drawn, 32), 32) for drawn, _, _ in cases])
+    assert bench.pixel_hits(images, [target for _, target, _ in cases]) == [want for _, _, want in cases]
