@@ -80,62 +80,53 @@ def text_diffs(pipe, pairs, thetas: list[float], output_size: int | None, steps:
                                  output_size=output_size)
         targets += [target] * len(thetas)
     key = f"{direction}/{caption}/best_of={best_of}"
-    out = edit_shares(pipe.encoder, frames, targets, thetas, key)
+    out = shares(clip_hits(pipe.encoder, frames, targets), thetas, key)
     if judge is not None:
-        out.update(edit_shares(judge, frames, targets, thetas, f"judge/{key}"))
-    out.update(pixel_shares(frames, targets, thetas, f"pixel/{key}"))
+        out.update(shares(clip_hits(judge, frames, targets), thetas, f"judge/{key}"))
+    out.update(shares(pixel_hits(images_to_tensor(frames, frames[0].size[0]), targets), thetas, f"pixel/{key}"))
     return out
 
 
-def pixel_shares(frames, targets, thetas: list[float], key: str) -> dict[str, float]:
-    """`edit_shares` read without any CLIP: each attribute of a frame is the value whose rendering
-    (decoder.evaluate.render_match) is nearest to it."""
-    hits = pixel_hits(images_to_tensor(frames, frames[0].size[0]), targets)
+def shares(hits: list[tuple[bool, bool]], thetas: list[float], key: str) -> dict[str, float]:
+    """Per θ, the shares of frames whose colour moved to the target's, that keep the other attributes,
+    and both, from each frame's (moved, kept); frames are θ-minor (image 0's thetas, image 1's, ...)."""
     out = {}
     for k, theta in enumerate(thetas):
         rows = hits[k::len(thetas)]
         out[f"{key}/theta={theta:g}/colour_moved"] = sum(m for m, _ in rows) / len(rows)
-        out[f"{key}/theta={theta:g}/others_kept"] = sum(k for _, k in rows) / len(rows)
-        out[f"{key}/theta={theta:g}/both"] = sum(m and k for m, k in rows) / len(rows)
+        out[f"{key}/theta={theta:g}/others_kept"] = sum(kept for _, kept in rows) / len(rows)
+        out[f"{key}/theta={theta:g}/both"] = sum(m and kept for m, kept in rows) / len(rows)
     return out
 
 
-def pixel_hits(images, attrs) -> list[tuple[bool, bool]]:
-    """Per image [3, S, S], whether its nearest rendering has the colour of `attrs`, and whether it keeps
-    the other KEPT attributes, read (as `edit_shares` does) with the colour the image has."""
-    out = []
-    for image, a in zip(images, attrs):
-        has, reading = None, _render_reading(image, a)
-        for colour in [a.color, *(c for c in ATTRIBUTE_VALUES["color"] if c not in (a.color, a.background))]:
-            candidate = _render_reading(image, a.replace(color=colour))
-            if candidate["color"]:
-                has, reading = colour, candidate
-                break
-        out.append((has == a.color, all(reading[k] == 1 for k in KEPT)))
-    return out
-
-
-def _render_reading(image, attrs) -> dict[str, float]:
-    return render_match(image[None], [canonical_caption(attrs)])
-
-
-def edit_shares(encoder, frames, targets, thetas: list[float], key: str) -> dict[str, float]:
-    """Per θ, the shares of frames whose colour `encoder` reads as the target's, that keep the other
-    attributes, and both (frames are θ-minor: image 0's thetas, image 1's, ...)."""
+def clip_hits(encoder, frames, targets) -> list[tuple[bool, bool]]:
+    """Per frame, whether `encoder` reads its colour as the target's, and whether it keeps the other KEPT
+    attributes."""
     embeds = encoder.encode_image(frames)
     colours = [r["color"] for r in predict_attributes(embeds, targets, _embed_text(encoder))]
     # the kept attributes are read among captions of the colour the frame has, so that a frame still
     # red is not judged on how well it matches "a blue ..." captions
     readings = predict_attributes(embeds, [t.replace(color=c) for t, c in zip(targets, colours)], _embed_text(encoder))
-    out = {}
-    for k, theta in enumerate(thetas):
-        rows = list(zip(colours, readings, targets))[k::len(thetas)]
-        moved = [c == t.color for c, _, t in rows]
-        kept = [_kept(r, t) for _, r, t in rows]
-        out[f"{key}/theta={theta:g}/colour_moved"] = sum(moved) / len(rows)
-        out[f"{key}/theta={theta:g}/others_kept"] = sum(kept) / len(rows)
-        out[f"{key}/theta={theta:g}/both"] = sum(m and k for m, k in zip(moved, kept)) / len(rows)
+    return [(c == t.color, _kept(r, t)) for c, r, t in zip(colours, readings, targets)]
+
+
+def pixel_hits(images, attrs) -> list[tuple[bool, bool]]:
+    """`clip_hits` without any CLIP, for images [N, 3, S, S]: each attribute is the value whose clean
+    rendering (decoder.evaluate.render_match) is nearest; the kept ones read with the colour the image has."""
+    out = []
+    for image, a in zip(images, attrs):
+        for colour in [a.color, *(c for c in ATTRIBUTE_VALUES["color"] if c not in (a.color, a.background))]:
+            reading = _render_reading(image, a.replace(color=colour))
+            if reading["color"]:
+                break
+        else:  # nearest to no allowed colour: not moved, the rest read with the target's
+            colour, reading = None, _render_reading(image, a)
+        out.append((colour == a.color, all(reading[k] == 1 for k in KEPT)))
     return out
+
+
+def _render_reading(image, attrs) -> dict[str, float]:
+    return render_match(image[None], [canonical_caption(attrs)])
 
 
 def real_kept(encoder, pairs, size: int, key: str = "real") -> dict[str, float]:

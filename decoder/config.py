@@ -270,8 +270,8 @@ class DecoderSettings(Config):
 #   0.98; d9's 0.87 / 0.91 / 0.95 (0.88 / 0.89 / 0.92, judged by d11's CLIP), pixel check 0.97 / 0.99 /
 #   0.99; d12's (weakest CLIP, real shape 0.94) 0.83 / 0.86 / 0.87 (0.87 / 0.88 / 0.89); d13's (real 0.97)
 #   0.89 / 0.91 / 0.93 (0.82 / 0.84 / 0.86 by d14's CLIP); d14's 0.84 / 0.89 / 0.91 (0.90 / 0.89 / 0.91
-#   by d13's). The independent
-#   judge sees most of the gain, so it is not only the ranking CLIP agreeing with itself. The demo
+#   by d13's). On d9 and d11 the independent judge sees most of the gain; on d13 and d14 less of it, so
+#   part of the gain there is the ranking CLIP agreeing with itself. The demo
 #   evaluates best of 4 (4× the decoding time: 100 images take ~1.5 minutes instead of ~0.4).
 PRESETS: dict[str, DecoderSettings] = {
     "smoke": DecoderSettings(

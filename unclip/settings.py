@@ -45,7 +45,8 @@ DEFAULT_GUIDANCE: dict[str, float] = {"prior": 1.0, "decoder": 1.0}
 # (decoder/best_of.py; the paper decodes once: 1). On a demo run's models (96 images of 24 held-out
 # prompts, 128 px, `bench/bench_generation.py --prompts 24 --decoder-best-of 1 --decoder-best-of 4`)
 # 1 / 4 read shape 0.84 / 0.92 and size 0.97 / 1.00, for ~0.65 s more per image on 2 cores. From true
-# embeddings a second CLIP, trained apart, sees most of that gain too (decoder/config.py).
+# embeddings a second CLIP, trained apart, sees most of that gain on two runs and less on two others
+# (decoder/config.py).
 DEFAULT_DECODER_BEST_OF = 4
 # Inversion-based manipulations decode with the same (unguided) network that inverted the image, so
 # that η = 0 gives the image back; guidance > 1 breaks that symmetry.
