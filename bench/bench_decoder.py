@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from clip.encoder import load_encoder  # noqa: E402
-from clip.zeroshot import format_share  # noqa: E402
+from core.metrics import format_share  # noqa: E402
 from core.trainer import tensor_batches  # noqa: E402
 from decoder.config import settings_for  # noqa: E402
 from decoder.evaluate import evaluate_decoder  # noqa: E402

@@ -36,13 +36,14 @@ sys.path.insert(0, str(ROOT))
 
 from clip.encoder import load_encoder  # noqa: E402
 from clip.spec import ClipSpec, check_same_clip  # noqa: E402
-from clip.zeroshot import format_share  # noqa: E402
 from core.candidates import pick_best  # noqa: E402
 from core.cli import run_cli  # noqa: E402
 from core.diffusion import initial_noise, sample  # noqa: E402
 from core.errors import ConfigError  # noqa: E402
+from core.metrics import format_share  # noqa: E402
+from data.shapes.probe import ShapesProbe  # noqa: E402
 from decoder.best_of import decode_best_of  # noqa: E402
-from decoder.evaluate import caption_of, render_match, to_signed, zeroshot_metrics  # noqa: E402
+from decoder.evaluate import caption_of, to_signed  # noqa: E402
 from decoder.io import load_decoder  # noqa: E402
 from decoder.sample import conditions, decoder_scheduler, denoiser  # noqa: E402
 from decoder.train import load_split  # noqa: E402
@@ -74,12 +75,15 @@ def parse_counts(text: str) -> tuple[int, ...]:
 def readings(images: torch.Tensor, captions: list[str], encoder, judge=None) -> dict[str, float]:
     """Zero-shot accuracy per attribute and the pixel check of the shape, for images in [-1, 1]
     (and the `judge` CLIP's reading of the shape)."""
-    images = images.clamp(-1, 1)
-    zs = zeroshot_metrics({"": encoder.encode_pixels(images).cpu()}, captions, encoder)
-    out = {a: zs[f"zeroshot_{a}"] for a in ATTRIBUTES if f"zeroshot_{a}" in zs}
-    out["pixel_shape"] = render_match(images.cpu(), captions)["shape"]
+    images, probe = images.clamp(-1, 1), ShapesProbe()
+
+    def zeroshot(clip) -> dict[str, float]:
+        return probe.zeroshot(clip.encode_pixels(images).cpu(), captions, lambda t: clip.encode_text(t).embeds)
+
+    out = {a: v for a, v in zeroshot(encoder).items() if a in ATTRIBUTES}
+    out["pixel_shape"] = probe.pixels(images.cpu(), captions)["shape"]
     if judge is not None:
-        out["judge_shape"] = zeroshot_metrics({"": judge.encode_pixels(images).cpu()}, captions, judge)["zeroshot_shape"]
+        out["judge_shape"] = zeroshot(judge)["shape"]
     return out
 
 

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_pipeline import add_model_args, load  # noqa: E402
-from clip.zeroshot import format_share  # noqa: E402
+from core.metrics import format_share  # noqa: E402
 from data import open_dataset  # noqa: E402
 from data.shapes import canonical_caption, parse_caption  # noqa: E402
 from flows.presets import cascade_settings  # noqa: E402

@@ -34,10 +34,11 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_pipeline import add_model_args, load  # noqa: E402
 from clip.encoder import load_encoder  # noqa: E402
 from clip.spec import ClipSpec  # noqa: E402
-from clip.zeroshot import format_share, predict_attributes  # noqa: E402
+from core.metrics import format_share  # noqa: E402
 from data import DatasetConfig, open_dataset  # noqa: E402
 from data.shapes import ATTRIBUTE_VALUES, canonical_caption  # noqa: E402
-from decoder.evaluate import psnr, render_match  # noqa: E402
+from data.shapes.probe import predict_attributes, render_match  # noqa: E402
+from decoder.evaluate import psnr  # noqa: E402
 from unclip.images import images_to_tensor  # noqa: E402
 
 KEPT = ("shape", "position", "background")
@@ -112,7 +113,7 @@ def clip_hits(encoder, frames, targets) -> list[tuple[bool, bool]]:
 
 def pixel_hits(images, attrs) -> list[tuple[bool, bool]]:
     """`clip_hits` without any CLIP, for images [N, 3, S, S]: each attribute is the value whose clean
-    rendering (decoder.evaluate.render_match) is nearest; the kept ones read with the colour the image has."""
+    rendering (data.shapes.probe.render_match) is nearest; the kept ones read with the colour the image has."""
     out = []
     for image, a in zip(images, attrs):
         for colour in [a.color, *(c for c in ATTRIBUTE_VALUES["color"] if c not in (a.color, a.background))]:
@@ -126,7 +127,7 @@ def pixel_hits(images, attrs) -> list[tuple[bool, bool]]:
 
 
 def _render_reading(image, attrs) -> dict[str, float]:
-    return render_match(image[None], [canonical_caption(attrs)])
+    return render_match(image[None], [attrs])
 
 
 def real_kept(encoder, pairs, size: int, key: str = "real") -> dict[str, float]:

@@ -94,13 +94,14 @@ def train(stage: int, steps: int | None, out: Path, reuse: bool) -> dict:
 def quality_by_steps(folder: Path, steps: list[int]) -> dict[int, dict[str, float]]:
     """The held-out metrics again at other sampling step counts (same images and seeds)."""
     from data import open_dataset
+    from data.transforms import stack_pixels
     from upsamplers.config import UpsamplerTrainSettings
     from upsamplers.evaluate import evaluate_upsampler
     from upsamplers.io import load_upsampler
-    from upsamplers.pairs import load_images, to_signed
+    from upsamplers.pairs import to_signed
 
     settings = UpsamplerTrainSettings.parse(json.loads((folder / "train_settings.json").read_text()))
-    val = to_signed(load_images(open_dataset(settings.data, "val"), settings.upsampler.high_res, settings.eval_size))
+    val = to_signed(stack_pixels(open_dataset(settings.data, "val"), settings.upsampler.high_res, settings.eval_size))
     model = load_upsampler(folder)
     found = {}
     for k in steps:

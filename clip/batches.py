@@ -1,32 +1,28 @@
-"""Contrastive batches, optionally with caption-neighbour hard negatives.
+"""Contrastive batches from a shuffle buffer, optionally with caption-neighbour hard negatives.
 
 In random batches most negatives differ from a caption in several words, so a CLIP learns the
 easy attributes (colours) first and the rest slowly. With `hard_fraction` > 0 part of each batch
-is filled with groups of examples whose captions overlap most in words with an anchor's (exact
-duplicates excluded, they would be false negatives): negatives that differ in one detail.
+is filled with groups of examples whose captions share the most tokens with an anchor's (exact
+duplicates excluded, they would be false negatives): negatives that differ in one detail. The
+neighbours come from the same shuffle buffer (data/shards.py), so memory stays that of the buffer.
 Works for any captions; nothing here knows the shapes data.
 """
 
 from __future__ import annotations
 
-import re
-
 import torch
 
-from clip.bank import ImageBank
+# open_clip's tokenizer: padding 0, start-of-text 49406, end-of-text 49407 carry no words.
+SPECIAL_TOKENS = (0, 49406, 49407)
 
 
-def bag_of_words(captions: list[str]) -> torch.Tensor:
-    """Binary word-presence matrix [N, V]."""
-    vocab: dict[str, int] = {}
-    rows = []
-    for caption in captions:
-        words = {vocab.setdefault(w, len(vocab)) for w in re.findall(r"[a-z0-9]+", caption.lower())}
-        rows.append(sorted(words))
-    matrix = torch.zeros(len(captions), max(1, len(vocab)))
-    for i, cols in enumerate(rows):
-        matrix[i, cols] = 1.0
-    return matrix
+def bag_of_tokens(ids: torch.Tensor) -> torch.Tensor:
+    """Binary token-presence matrix [N, V] over the tokens these captions use (special tokens left out)."""
+    vocab, inverse = torch.unique(ids, return_inverse=True)
+    matrix = torch.zeros(len(ids), len(vocab))
+    matrix.scatter_(1, inverse, 1.0)
+    keep = ~torch.isin(vocab, torch.tensor(SPECIAL_TOKENS))
+    return matrix[:, keep]
 
 
 def neighbours(words: torch.Tensor, anchors: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -39,21 +35,18 @@ def neighbours(words: torch.Tensor, anchors: torch.Tensor, k: int, generator: to
     return score.topk(k, dim=1).indices
 
 
-def make_batches(bank: ImageBank, tokens: torch.Tensor, batch_size: int, seed: int,
-                 hard_fraction: float = 0.0, group: int = 4):
-    """`batches(epoch, rank, world)`: a pure function of its arguments, as the training loop needs."""
-    words = bag_of_words(bank.captions) if hard_fraction > 0 else None
+def contrastive_batches(batch_size: int, hard_fraction: float = 0.0, group: int = 4):
+    """`prepare(rows, generator)` for ShardSet.batches: batches of (images, text_ids) from a shuffled
+    buffer of rows; a `hard_fraction` of each batch is anchors' caption neighbours from the buffer."""
     n_anchors = int(batch_size * hard_fraction) // group
     n_random = batch_size - n_anchors * group
 
-    def batches(epoch: int, rank: int, world: int):
-        g = torch.Generator().manual_seed(seed * 7919 + epoch)
-        mine = torch.randperm(len(bank), generator=g)[rank::world]
-        for i in range(0, len(mine) - n_random + 1, n_random):
-            idx = mine[i:i + n_random]
+    def prepare(rows: dict[str, torch.Tensor], g: torch.Generator):
+        images, ids = rows["images"], rows["text_ids"]
+        words = bag_of_tokens(ids) if n_anchors else None
+        for i in range(0, len(ids) - n_random + 1, n_random):
+            idx = torch.arange(i, i + n_random)
             if n_anchors:
-                extra = neighbours(words, idx[:n_anchors], group, g).reshape(-1)
-                idx = torch.cat([idx, extra])
-            yield bank.pixels[idx], tokens[idx]
-
-    return batches
+                idx = torch.cat([idx, neighbours(words, idx[:n_anchors], group, g).reshape(-1)])
+            yield images[idx], ids[idx]
+    return prepare

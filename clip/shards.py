@@ -1,10 +1,10 @@
 """Embedding shards: what the embed step writes once and every later stage trains from.
 
-A shard set is a folder with `index.json` (ClipSpec, dataset fingerprint, split, shard list,
-skip counts), `stats.safetensors` (per-dimension mean/std of the image embeddings) and
-`shard_NNNNN.safetensors` files holding, per example: image_embeds [D], text_embeds [D]
-(both L2-normalised), text_tokens [L, W] (float16), text_mask [L] and, optionally, the image
-as uint8 [3, S, S]; captions and keys travel in the shard's metadata.
+A shard set (data/shards.py) whose `index.json` also names the ClipSpec, the dataset fingerprint and
+the split, with `stats.safetensors` (per-dimension mean/std of the image embeddings) beside it. Per
+example: image_embeds [D], text_embeds [D] (both L2-normalised), text_tokens [L, W] (float16),
+text_mask [L] and, optionally, the image as uint8 [3, S, S]; captions and keys travel in the
+shards' metadata. Stages stream them (`batches`) or read the first rows (`head`, evaluation sets).
 """
 
 from __future__ import annotations
@@ -15,108 +15,106 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from clip.spec import ClipSpec
-from core.checkpoint import load_weights, read_json, write_atomic, write_json
+from core.checkpoint import load_weights, write_atomic
 from core.errors import CheckpointError
+from data.shards import INDEX, ShardSet, add_counts, finish_index, read_shard, shard_name, write_shard
+from data.skips import skip_metrics
 
-INDEX = "index.json"
 STATS = "stats.safetensors"
 FIELDS = ("image_embeds", "text_embeds", "text_tokens", "text_mask", "images")
+TEXT = FIELDS[:4]
+HINT = "; run `python -m clip.embed` first"
 
 
-def shard_name(i: int) -> str:
-    return f"shard_{i:05d}.safetensors"
+def stored(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The on-disk dtypes: token states as float16, masks as uint8."""
+    out = dict(tensors)
+    if "text_tokens" in out:
+        out["text_tokens"] = out["text_tokens"].to(torch.float16)
+    if "text_mask" in out:
+        out["text_mask"] = out["text_mask"].to(torch.uint8)
+    return out
 
 
-def write_shard(path: Path, tensors: Mapping[str, torch.Tensor], captions: Sequence[str], keys: Sequence[str],
-                skips: Mapping | None = None) -> None:
-    stored = {k: v.contiguous() for k, v in tensors.items()}
-    if "text_tokens" in stored:
-        stored["text_tokens"] = stored["text_tokens"].to(torch.float16)
-    if "text_mask" in stored:
-        stored["text_mask"] = stored["text_mask"].to(torch.uint8)
-    meta = {"captions": json.dumps(list(captions)), "keys": json.dumps(list(keys)), "skips": json.dumps(skips or {})}
-    write_atomic(path, lambda tmp: save_file(stored, tmp, metadata=meta))
+def decoded(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The dtypes stages use: float32 token states and embeddings, bool masks."""
+    out = dict(tensors)
+    for name in ("image_embeds", "text_embeds", "text_tokens"):
+        if name in out:
+            out[name] = out[name].float()
+    if "text_mask" in out:
+        out["text_mask"] = out["text_mask"].bool()
+    return out
 
 
-def read_shard_meta(path: Path) -> dict:
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-    except Exception as err:  # safetensors raises several types for damaged files
-        raise CheckpointError(f"cannot read shard {path}: {err}") from None
-    return {k: json.loads(v) for k, v in meta.items()}
-
-
-def write_index(folder: Path, spec: ClipSpec, dataset_fingerprint: str, split: str, shards: list[dict],
-                image_size: int | None, skips: Mapping) -> None:
-    embeds = torch.cat([load_weights(folder / s["file"])["image_embeds"].float() for s in shards])
-    save_stats(folder, embeds)
-    write_json(folder / INDEX, {
-        "clip_spec": spec.model_dump(mode="json"),
-        "dataset_fingerprint": dataset_fingerprint,
-        "split": split,
-        "count": sum(s["count"] for s in shards),
-        "shards": shards,
-        "image_size": image_size,
-        "skips": dict(skips),
-    })
-
-
-def save_stats(folder: Path, image_embeds: torch.Tensor) -> None:
-    stats = {"image_mean": image_embeds.mean(0), "image_std": image_embeds.std(0).clamp_min(1e-6)}
+def save_stats(folder: Path, shards: Sequence[dict]) -> None:
+    """Mean and std of the image embeddings, summed shard by shard in float64 (bounded memory)."""
+    total, total_sq, n = None, None, 0
+    for shard in shards:
+        x = read_shard(folder / shard["file"], ["image_embeds"])["image_embeds"].double()
+        total = x.sum(0) if total is None else total + x.sum(0)
+        total_sq = (x * x).sum(0) if total_sq is None else total_sq + (x * x).sum(0)
+        n += len(x)
+    mean = total / n
+    var = (total_sq - n * mean * mean) / max(1, n - 1)
+    stats = {"image_mean": mean.float(), "image_std": var.clamp_min(0).sqrt().float().clamp_min(1e-6)}
     write_atomic(folder / STATS, lambda tmp: save_file({k: v.contiguous() for k, v in stats.items()}, tmp))
 
 
-class EmbeddingShards:
-    """A finished shard set, read back."""
+def finish_embedding_index(folder: Path, spec: ClipSpec, dataset_fingerprint: str, split: str,
+                           image_size: int | None, identity: Mapping | None = None) -> dict:
+    """The stats, then the index (last, so a set with an index is complete)."""
+    save_stats(folder, [{"file": p.name} for p in sorted(folder.glob("shard_*.safetensors"))])
+    return finish_index(folder, {"clip_spec": spec.model_dump(mode="json"), "dataset_fingerprint": dataset_fingerprint,
+                                 "split": split, "image_size": image_size, "identity": dict(identity or {})})
+
+
+class EmbeddingShards(ShardSet):
+    """A finished embedding shard set, read back lazily."""
 
     def __init__(self, folder: Path, index: dict) -> None:
-        self.folder = folder
-        self.index = index
+        super().__init__(folder, index)
         self.spec = ClipSpec.parse(index["clip_spec"])
         self.dataset_fingerprint: str = index["dataset_fingerprint"]
         self.split: str = index["split"]
-        self.count: int = index["count"]
         self.image_size: int | None = index["image_size"]
-        self.skips: dict = index.get("skips", {})
         stats = load_weights(folder / STATS)
         self.image_mean, self.image_std = stats["image_mean"], stats["image_std"]
-        metas = [read_shard_meta(folder / s["file"]) for s in index["shards"]]
-        self.captions: list[str] = [c for m in metas for c in m["captions"]]
-        self.keys: list[str] = [k for m in metas for k in m["keys"]]
-        with safe_open(str(folder / index["shards"][0]["file"]), "pt") as f:
-            self.fields = tuple(k for k in FIELDS if k in f.keys())
 
     @classmethod
-    def open(cls, folder: str | Path) -> EmbeddingShards:
-        folder = Path(folder)
-        if not (folder / INDEX).is_file():
-            raise CheckpointError(f"{folder} holds no finished embedding shards (no {INDEX}); run `python -m clip.embed` first")
-        index = read_json(folder / INDEX)
-        if not index.get("shards"):
-            raise CheckpointError(f"{folder}: the shard set is empty (every example was skipped?)")
-        return cls(folder, index)
+    def open(cls, folder: str | Path, hint: str = HINT) -> EmbeddingShards:
+        return super().open(folder, hint)
 
-    def load(self, fields: Sequence[str] = FIELDS[:4]) -> dict[str, torch.Tensor]:
-        missing = [f for f in fields if f not in self.fields]
-        if missing:
-            raise CheckpointError(f"{self.folder}: shards lack {missing}; re-run the embed step with images stored"
-                                  if "images" in missing else f"{self.folder}: shards lack {missing}")
-        parts = [load_weights(self.folder / s["file"]) for s in self.index["shards"]]
-        out = {f: torch.cat([p[f] for p in parts]) for f in fields}
-        if "text_tokens" in out:
-            out["text_tokens"] = out["text_tokens"].float()
-        if "text_mask" in out:
-            out["text_mask"] = out["text_mask"].bool()
-        return out
+    def load(self, fields: Sequence[str] = TEXT, limit: int | None = None) -> dict[str, torch.Tensor]:
+        """The first `limit` rows (all: None) of `fields`, as stages use them: for evaluation sets and
+        small data; training streams `batches` instead."""
+        if "images" in fields and "images" not in self.fields:
+            raise CheckpointError(f"{self.folder}: the shards hold no images; re-run the embed step with an image size")
+        return decoded(self.head(limit, fields))
+
+    def batches(self, fields: Sequence[str], batch_size: int, seed: int, buffer_rows: int = 16384, prepare=None):
+        raw = super().batches(fields, batch_size, seed, buffer_rows, prepare)
+
+        def batches(epoch: int, rank: int, world: int):
+            for batch in raw(epoch, rank, world):
+                yield decoded(batch)
+        return batches
 
     def fingerprint(self) -> str:
         ident = json.dumps([self.spec.fingerprint(), self.dataset_fingerprint, self.split, self.count], sort_keys=True)
         return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def shard_skips(*sets: EmbeddingShards | None) -> dict[str, float]:
+    """The skip and conversion counts of the embedding step over these shard sets, as flat metrics."""
+    counts: dict = {}
+    for shards in sets:
+        if shards is not None:
+            counts = add_counts(counts, shards.skips)
+    return skip_metrics(counts)
 
 
 def write_shards(folder: str | Path, spec: ClipSpec, tensors: Mapping[str, torch.Tensor], captions: Sequence[str],
@@ -125,10 +123,14 @@ def write_shards(folder: str | Path, spec: ClipSpec, tensors: Mapping[str, torch
     """Write a complete shard set from in-memory tensors (tests, and data prepared elsewhere)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    n, shards = len(captions), []
+    n = len(captions)
     for i, start in enumerate(range(0, n, shard_size)):
         part = {k: v[start:start + shard_size] for k, v in tensors.items()}
-        write_shard(folder / shard_name(i), part, captions[start:start + shard_size], keys[start:start + shard_size])
-        shards.append({"file": shard_name(i), "count": len(captions[start:start + shard_size])})
-    write_index(folder, spec, dataset_fingerprint, split, shards, image_size, {})
+        write_shard(folder / shard_name(i), stored(part), captions[start:start + shard_size],
+                    keys[start:start + shard_size])
+    finish_embedding_index(folder, spec, dataset_fingerprint, split, image_size)
     return EmbeddingShards.open(folder)
+
+
+__all__ = ["FIELDS", "INDEX", "STATS", "TEXT", "EmbeddingShards", "finish_embedding_index", "shard_skips", "stored",
+           "write_shards"]

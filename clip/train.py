@@ -18,14 +18,15 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from pydantic import Field
 
 from clip.augment import ClipAugmentConfig, degrade
-from clip.bank import ImageBank, materialise
-from clip.batches import make_batches
+from clip.batches import contrastive_batches
+from clip.evaluate import clip_metrics
 from clip.model import ClipModelConfig, model_preset
-from clip.zeroshot import attribute_accuracy, retrieval_top1
 from core.checkpoint import save_model_folder, write_json
 from core.config import Config, apply_overrides, pick_preset
 from core.trainer import Tracker, TrainConfig, fit, make_accelerator
 from data import DatasetConfig, open_dataset
+from data.shards import ShardSet, add_counts, prepare_images
+from data.skips import skip_metrics
 
 log = logging.getLogger("clip.train")
 
@@ -34,7 +35,9 @@ class ClipTrainSettings(Config):
     model: ClipModelConfig
     train: TrainConfig
     data: DatasetConfig
-    eval_size: int = 1000
+    eval_size: int = Field(1000, gt=1, description="held-out pairs the retrieval is scored on")
+    buffer_rows: int = Field(32768, gt=0, description="training rows shuffled together (and searched for hard "
+                             "negatives): the memory the data takes, whatever the dataset's size")
     hard_fraction: float = Field(0.0, ge=0, lt=1, description="share of each batch given to caption-neighbour hard negatives")
     augment: ClipAugmentConfig = ClipAugmentConfig()
     channels_last: bool = Field(True, description="channels-last memory format for the image tower: on 2 CPU cores "
@@ -106,30 +109,41 @@ def make_loss(world: int, rank: int, augment: ClipAugmentConfig | None = None, c
 
     def clip_loss(model, batch):
         pixels, tokens = batch
-        out = model(normalise_pixels(pixels, augment).contiguous(memory_format=memory), tokens)
+        out = model(normalise_pixels(pixels, augment).contiguous(memory_format=memory), tokens.long())
         return loss(out["image_features"], out["text_features"], out["logit_scale"])
     return clip_loss
 
 
-def make_evaluate(val: ImageBank, attrs, tokenizer):
+def make_evaluate(val: dict[str, torch.Tensor], captions: list[str]):
     def evaluate(model, step: int) -> dict[str, float]:
         model = model.float()
         device = next(model.parameters()).device
         with torch.inference_mode():
-            feats = [F.normalize(model.encode_image(normalise_pixels(val.pixels[i:i + 256].to(device))), dim=-1)
-                     for i in range(0, len(val), 256)]
-            image_embeds = torch.cat(feats)
+            pixels = val["images"]
+            image_embeds = torch.cat([model.encode_image(normalise_pixels(pixels[i:i + 256].to(device))).float().cpu()
+                                      for i in range(0, len(pixels), 256)])
+            text_embeds = torch.cat([model.encode_text(val["text_ids"][i:i + 256].long().to(device)).float().cpu()
+                                     for i in range(0, len(pixels), 256)])
+            tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=val["text_ids"].shape[1])
 
-            def embed_text(captions):
-                return F.normalize(model.encode_text(tokenizer(captions).to(device)), dim=-1)
+            def embed_text(texts: list[str]) -> torch.Tensor:
+                return F.normalize(model.encode_text(tokenizer(texts).to(device)).float(), dim=-1).cpu()
 
-            metrics = {"retrieval_top1": retrieval_top1(image_embeds, val.captions, embed_text)}
-            if attrs is not None:
-                accuracy = attribute_accuracy(image_embeds, attrs, embed_text)
-                metrics.update({f"zeroshot_{k}": v for k, v in accuracy.items()})
-                metrics["zeroshot_min"] = min(accuracy.values())
-        return metrics
+            return clip_metrics(image_embeds, text_embeds, captions, embed_text)
     return evaluate
+
+
+def prepare_splits(settings: ClipTrainSettings, out: Path) -> tuple[ShardSet, ShardSet]:
+    """Both splits decoded once at the CLIP's resolution, with token ids, into image shards under `out`."""
+    size, context = settings.model.image_size, settings.model.context_length
+    tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=context)
+    sets = []
+    for split, limit in (("train", None), ("val", settings.eval_size)):
+        dataset = open_dataset(settings.data, split)
+        identity = {"dataset": dataset.fingerprint(), "tokens": f"open_clip/ViT-B-32/{context}"}
+        sets.append(prepare_images(dataset, size, out / "images" / split, identity, limit=limit,
+                                   desc=f"prepare {split}", tokenize=lambda captions: tokenizer(captions).int()))
+    return sets[0], sets[1]
 
 
 def train_clip(settings: ClipTrainSettings, out: str | Path, tracker: Tracker | None = None):
@@ -138,48 +152,31 @@ def train_clip(settings: ClipTrainSettings, out: str | Path, tracker: Tracker | 
 
     out = Path(out)
     acc = make_accelerator(settings.train.mixed_precision)
-    train_set, val_set = open_dataset(settings.data, "train"), open_dataset(settings.data, "val")
-    size = settings.model.image_size
-    bank = materialise(train_set, size, total=_len(train_set), desc="load train")
-    val = materialise(_take(val_set, settings.eval_size), size, desc="load val")
-    for name, ds in (("train", train_set), ("val", val_set)):
-        if ds.skips.total:
-            log.warning("%s split: %s", name, ds.skips)
-    tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=settings.model.context_length)
-    tokens = tokenizer(bank.captions)
-    attrs = [val_set.attributes(i) for i in range(len(val))] if settings.data.source == "shapes" else None
-
+    train_set, val_set = prepare_splits(settings, out)
+    skips = skip_metrics(add_counts(train_set.skips, val_set.skips))
+    if skips.get("data.skipped"):
+        log.warning("data: %s", ", ".join(f"{k} {v:g}" for k, v in skips.items()))
     torch.manual_seed(settings.train.seed)
     model = settings.model.build()
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    train = settings.train
+    batches = train_set.batches(("images", "text_ids"), train.batch_size, train.seed, settings.buffer_rows,
+                                prepare=contrastive_batches(train.batch_size, settings.hard_fraction))
+    val = val_set.head(None, ("images", "text_ids"))
     result = fit(model, make_loss(acc.num_processes, acc.process_index, settings.augment, settings.channels_last),
-                 make_batches(bank, tokens, settings.train.batch_size, settings.train.seed, settings.hard_fraction),
-                 settings.train, out / "run", run_config=settings, evaluate=make_evaluate(val, attrs, tokenizer),
+                 batches, train, out / "run", run_config=settings, evaluate=make_evaluate(val, val_set.captions),
                  tracker=tracker, accelerator=acc, desc="clip")
+    metrics = {**result.metrics, **skips}
     folder = out / "model"
     if acc.is_main_process:
         save_model_folder(folder, result.ema.float(), {"open_clip_config": settings.model.open_clip_config(),
                                                       "train_settings": settings})
         spec = ClipSpec.for_local_open_clip(folder / "open_clip_config.json", folder / "model.safetensors")
         spec.save(folder)
-        write_json(folder / "metrics.json", result.metrics)
+        write_json(folder / "metrics.json", metrics)
     acc.wait_for_everyone()
-    return ClipSpec.load(folder), result.metrics
-
-
-def _len(ds) -> int | None:
-    try:
-        return len(ds)
-    except TypeError:
-        return None
-
-
-def _take(ds, n: int):
-    for i, ex in enumerate(ds):
-        if i >= n:
-            return
-        yield ex
+    return ClipSpec.load(folder), metrics
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,11 +129,19 @@ def main_process_run(experiment: str, enabled: bool = True, **kw: Any) -> Iterat
         yield tracker
 
 
+_PLOTTING = threading.Lock()  # matplotlib's text layout (pyparsing) is not thread-safe; stages run in lanes
+
+
 def log_loss_curve(tracker: MlflowTracker, metric: str = "loss") -> None:
     """Plot the run's `metric` history to a PNG logged beside it (the UI's chart is not an artifact)."""
     history = MlflowClient().get_metric_history(tracker.run_id, metric)
     if len(history) < 2:
         return
+    with _PLOTTING:
+        _plot_curve(history, metric)
+
+
+def _plot_curve(history, metric: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -167,6 +167,7 @@ def fit(
     stream = _Stream(batches, rank, world, epoch, offset)
 
     metrics: dict[str, float] = {}
+    evaluated = False
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not main, dynamic_ncols=True)
     window_start, t0 = step, time.perf_counter()
     while step < cfg.steps:
@@ -187,7 +188,7 @@ def fit(
                      "samples_per_s": rate}, step)
             window, window_start, t0 = [], step, time.perf_counter()
         if evaluate is not None and (step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)):
-            metrics = _run_eval(evaluate, ema.shadow, step, acc, tracker)
+            metrics, evaluated = _run_eval(evaluate, ema.shadow, step, acc, tracker), True
         if step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
             if main:
                 save_checkpoint(run_dir, step, acc.unwrap_model(model), ema, optimizer,
@@ -195,6 +196,8 @@ def fit(
                                  "losses": losses, "window": window, "identity": identity}, cfg.keep_checkpoints)
             acc.wait_for_everyone()
     bar.close()
+    if evaluate is not None and not evaluated:  # resumed from the final checkpoint: evaluate what it holds
+        metrics = _run_eval(evaluate, ema.shadow, step, acc, tracker)
     acc.wait_for_everyone()
     return FitResult(acc.unwrap_model(model), ema.shadow, step, metrics, losses)
 

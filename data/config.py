@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +13,7 @@ from core.config import Config
 from core.errors import ConfigError
 
 Source = Literal["shapes", "folder", "webdataset"]
+SOURCES: tuple[str, ...] = Source.__args__
 Split = Literal["train", "val"]
 
 
@@ -21,7 +23,8 @@ class DatasetConfig(Config):
     not here: a config saved beside weights must load on a machine without the data."""
 
     source: Source = "shapes"
-    # folder: a directory of images; webdataset: a directory of .tar shards, one shard, or a glob.
+    # folder: a directory of images; webdataset: a directory of .tar shards, one shard, a glob or
+    # webdataset's brace notation (/shards/{0000..0999}.tar).
     path: str | None = None
     # shapes only: total examples over both splits, and the render resolution.
     num_examples: int = Field(20000, ge=2)
@@ -58,6 +61,22 @@ class DatasetConfig(Config):
         path = Path(self.path).expanduser()
         if self.source == "folder" and not path.is_dir():
             raise ConfigError(f"folder dataset path {str(path)!r} is not an existing directory")
-        if self.source == "webdataset" and not path.exists() and not glob.glob(str(path)):
+        if self.source == "webdataset" and not path.exists() and not any(
+                glob.glob(p) for p in expand_braces(str(path))):
             raise ConfigError(f"webdataset path {str(path)!r} does not exist and matches no files")
         return path
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """webdataset's shard notation: `{0000..0099}` (a zero-padded range) and `{a,b}` alternatives."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if match is None:
+        return [pattern]
+    body, head, tail = match.group(1), pattern[:match.start()], pattern[match.end():]
+    bounds = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if bounds:
+        low, high = bounds.groups()
+        parts = [str(i).zfill(len(low)) for i in range(int(low), int(high) + 1)]
+    else:
+        parts = body.split(",")
+    return [name for part in parts for name in expand_braces(head + part + tail)]

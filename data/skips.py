@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter, defaultdict
 
 log = logging.getLogger("data")
@@ -97,3 +98,18 @@ def _describe(counts: dict[str, int]) -> str:
     if not total:
         return "0"
     return f"{total} (" + ", ".join(f"{name}={n}" for name, n in counts.items()) + ")"
+
+
+def skip_metrics(counts: dict[str, dict[str, int]]) -> dict[str, float]:
+    """Skip and conversion counts ({"skipped": {...}, "converted": {...}}) as flat metrics: `data.skipped`
+    (the total), `data.skipped.<reason>`, `data.converted.<mode>`, for a stage's summary and MLflow run."""
+    skipped, converted = counts.get(SKIP, {}), counts.get(CONVERT, {})
+    out = {"data.skipped": float(sum(skipped.values()))}
+    out.update({f"data.skipped.{_name(reason)}": float(n) for reason, n in sorted(skipped.items())})
+    out.update({f"data.converted.{_name(mode)}": float(n) for mode, n in sorted(converted.items())})
+    return out
+
+
+def _name(text: str) -> str:
+    """A metric-name-safe form of a reason or mode (`I;16` -> `I_16`)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)

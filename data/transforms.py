@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import islice
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
 from data.example import Example
+
+
+def square_pixels(image: Image.Image, size: int) -> np.ndarray:
+    """uint8 [3, size, size]: centre square crop, bicubic antialiased resize (never flipped or stretched)."""
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    square = image.convert("RGB")
+    if square.size != (size, size):
+        square = ImageOps.fit(square, (size, size), method=Image.Resampling.BICUBIC)
+    return np.asarray(square, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def stack_pixels(examples: Iterable[Example], size: int, limit: int) -> torch.Tensor:
+    """The first `limit` examples' images as uint8 [N, 3, size, size] (small held-out sets)."""
+    pixels = [square_pixels(example.image, size) for example in islice(examples, limit)]
+    if not pixels:
+        raise ValueError("no images to stack (an empty split?)")
+    return torch.from_numpy(np.stack(pixels))
 
 
 def to_tensor(image: Image.Image, size: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch.utils.data
 
 from core.errors import ConfigError
 from data.captions import caption_text
-from data.config import DatasetConfig, Split
+from data.config import DatasetConfig, Split, expand_braces
 from data.example import Example
 from data.images import load_rgb
 from data.skips import BadItem, SkipCounter
@@ -29,13 +29,14 @@ Group = tuple[str, dict[str, bytes]]
 
 
 def list_shards(path: Path) -> list[Path]:
-    """A directory's shards, a single shard file, or the files a glob matches; sorted."""
+    """A directory's shards, a single shard file, or the files a glob or brace pattern matches; sorted."""
     if path.is_dir():
         shards = sorted(p for p in path.iterdir() if p.name.endswith(SHARD_SUFFIXES) and p.is_file())
     elif path.is_file():
         shards = [path]
     else:
-        shards = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+        names = {name for pattern in expand_braces(str(path)) for name in glob.glob(pattern)}
+        shards = sorted(Path(p) for p in names if Path(p).is_file())
     if not shards:
         raise ConfigError(f"no tar shards ({', '.join(SHARD_SUFFIXES)}) at {str(path)!r}")
     return shards

@@ -147,6 +147,7 @@ class DecoderSettings(Config):
     low_noise_end: float = Field(0.25, gt=0, le=1, description="the low-noise end that low_noise_share draws from, "
                                  "as a share of the schedule's steps")
     draft: DraftTrainConfig = DraftTrainConfig()
+    buffer_rows: int = Field(16384, gt=0, description="training examples shuffled together: the memory the data takes")
     channels_last: bool = Field(True, description="channels-last memory format (faster convolutions on CPUs)")
 
 

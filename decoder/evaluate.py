@@ -2,16 +2,20 @@
 
 With `best_of` > 1 each embedding is decoded that many times and the candidate CLIP reads closest to
 it is kept (`decoder.best_of`); the metrics below are of the kept images, and `_single` ones (the
-plain decode, candidate 0) stand beside them.
+plain decode, candidate 0) stand beside them. On any dataset:
 
 - clip_consistency: mean cos(CLIP(decoded), conditioning embedding), beside the same for the real
   images (`_real`, as stored; `_real_lowres`, at the decoder's resolution: the ceiling it can reach);
-- zeroshot_<attribute>: zero-shot accuracy of CLIP on the decoded images (shapes captions only),
-  beside zeroshot_real_<attribute> for the real images;
-- render_match_<attribute>: a CLIP-free check on shapes: the decoded image is closest (MSE) to the
-  rendering of its caption among renderings with that one attribute changed (`_real`: real images);
+- clip_score: 100 · cos(CLIP(decoded), CLIP(caption)), beside the real images' (the gate);
+- caption_top1 / caption_top5: how often a decoded image's own caption is among the 1 / 5 held-out
+  captions closest to it, beside the real images' rate;
+- kid: KID between the decoded and the real images in the CLIP's feature space, beside the KID
+  between two halves of the real images;
 - inversion_psnr: DDIM inversion then η = 0 DDIM decoding of real images, in dB;
 - sample_grid: real images (top rows) above their decodings (bottom rows).
+
+Where the captions' dataset has a probe (shapes), its figures too: `zeroshot<suffix>_<attribute>`
+(CLIP's attribute reading) and `render_match<suffix>_<attribute>` (a CLIP-free pixel check).
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from clip.encoder import ClipEncoder
-from clip.zeroshot import attribute_accuracy
-from data.shapes import ATTRIBUTE_VALUES, ATTRIBUTES, ShapeAttributes, parse_caption, render
-from data.transforms import to_pil, to_tensor
+from core.metrics import caption_retrieval, clip_score, first_rows, kid_against, unique_captions
+from data.probes import prefixed, probe_for
+from data.transforms import to_pil
 from decoder.best_of import decode_best_of
 from decoder.config import DecoderEvalConfig
 from decoder.model import Decoder
@@ -57,6 +61,7 @@ def evaluate_decoder(decoder: Decoder, val: dict[str, torch.Tensor], real_images
     images as stored (uint8), for the real-image baselines."""
     n = min(cfg.size, val["image_embeds"].shape[0])
     rows = slice(0, n)
+    captions = list(captions[:n])
     target = val["image_embeds"][rows].float()
     start = time.perf_counter()
     best = decode_best_of(decoder, encoder.encode_pixels, target, caption_of(val, rows),
@@ -73,64 +78,49 @@ def evaluate_decoder(decoder: Decoder, val: dict[str, torch.Tensor], real_images
         embeds["_single"] = best.embeds[:, 0].cpu()
     if real_images.shape[-1] != decoder.cfg.image_size:
         embeds["_real_lowres"] = encoder.encode_pixels(to_signed(val["images"][rows])).cpu()
-    for suffix, emb in embeds.items():
-        metrics[f"clip_consistency{suffix}"] = float(F.cosine_similarity(emb, target.cpu(), dim=-1).mean())
-    metrics.update(zeroshot_metrics(embeds, captions[:n], encoder))
-    checked = {"": decoded.cpu(), "_real": to_signed(val["images"][rows])}
+    metrics.update(image_text_metrics(embeds, target.cpu(), val["text_embeds"][rows], captions))
+    real = embeds.get("_real_lowres", embeds["_real"])
+    metrics.update(kid_against(real, embeds[""], seed=cfg.seed))
+    images = {"": decoded.cpu(), "_real": to_signed(val["images"][rows])}
     if cfg.best_of > 1:
-        checked["_single"] = best.candidates[:, 0].cpu()
-    for suffix, images in checked.items():
-        metrics.update({f"render_match{suffix}_{k}": v for k, v in render_match(images, captions[:n]).items()})
+        images["_single"] = best.candidates[:, 0].cpu()
+    metrics.update(probe_metrics(embeds, images, captions, encoder))
     metrics.update(inversion_metrics(decoder, val, min(cfg.invert_size, n), cfg.invert_steps))
     if cfg.grid:
         metrics["sample_grid"] = sample_grid(to_signed(val["images"][: cfg.grid]), decoded[: cfg.grid])
     return metrics
 
 
-def zeroshot_metrics(embeds: dict[str, torch.Tensor], captions: Sequence[str], encoder: ClipEncoder) -> dict[str, float]:
-    """Per-attribute zero-shot accuracy for the captions that parse as shapes captions (none: no metrics)."""
-    parsed = [parse_caption(c) for c in captions]
-    keep = [i for i, a in enumerate(parsed) if a is not None]
-    if not keep:
+def image_text_metrics(embeds: dict[str, torch.Tensor], target: torch.Tensor, text_embeds: torch.Tensor,
+                       captions: Sequence[str]) -> dict[str, float]:
+    """CLIP consistency, CLIP score and caption retrieval of each named set of image embeddings."""
+    unique, index = unique_captions(captions)
+    table = F.normalize(text_embeds[first_rows(index, len(unique))].float().cpu(), dim=-1)
+    out: dict[str, float] = {}
+    for suffix, emb in embeds.items():
+        out[f"clip_consistency{suffix}"] = float(F.cosine_similarity(emb, target, dim=-1).mean())
+        score = clip_score(emb, text_embeds)
+        out.update({k.replace("clip_score", f"clip_score{suffix}"): v for k, v in score.items()})
+        found = caption_retrieval(emb, table, index, prefix="caption_")
+        out.update({k.replace("caption_", f"caption{suffix}_"): v for k, v in found.items()})
+    return out
+
+
+def probe_metrics(embeds: dict[str, torch.Tensor], images: dict[str, torch.Tensor], captions: Sequence[str],
+                  encoder: ClipEncoder) -> dict[str, float]:
+    """The probe's zero-shot and pixel figures, where the captions' dataset has a probe."""
+    probe = probe_for(captions)
+    if probe is None:
         return {}
-    attrs = [parsed[i] for i in keep]
 
     def embed_text(texts: list[str]) -> torch.Tensor:
         return encoder.encode_text(texts).embeds
 
-    out = {}
+    out: dict[str, float] = {}
     for suffix, emb in embeds.items():
-        accuracy = attribute_accuracy(emb[keep], attrs, embed_text)
-        out.update({f"zeroshot{suffix}_{k}": v for k, v in accuracy.items()})
-        out[f"zeroshot{suffix}_min"] = min(accuracy.values())
-    return out
-
-
-def render_match(images: torch.Tensor, captions: Sequence[str]) -> dict[str, float]:
-    """Per attribute, the share of images (in [-1, 1]) nearer to their caption's rendering than to every
-    rendering with that attribute changed (no jitter); captions that do not parse are left out."""
-    size, cache = images.shape[-1], {}
-
-    def rendering(attrs: ShapeAttributes) -> torch.Tensor:
-        if attrs not in cache:
-            cache[attrs] = to_tensor(render(attrs, size), size)
-        return cache[attrs]
-
-    hits, count = dict.fromkeys(ATTRIBUTES, 0), 0
-    for image, caption in zip(images, captions):
-        attrs = parse_caption(caption)
-        if attrs is None:
-            continue
-        count += 1
-        for name in ATTRIBUTES:
-            clash = {"color": attrs.background, "background": attrs.color}.get(name)
-            values = [v for v in ATTRIBUTE_VALUES[name] if v != clash]
-            errors = [float((rendering(attrs.replace(**{name: v})) - image).pow(2).mean()) for v in values]
-            hits[name] += values[errors.index(min(errors))] == getattr(attrs, name)
-    if not count:
-        return {}
-    out = {k: v / count for k, v in hits.items()}
-    out["min"] = min(out.values())
+        out.update(prefixed(f"zeroshot{suffix}_", probe.zeroshot(emb, captions, embed_text)))
+    for suffix, pictures in images.items():
+        out.update(prefixed(f"render_match{suffix}_", probe.pixels(pictures, captions)))
     return out
 
 

@@ -68,6 +68,19 @@ def build_text_proj(cfg: DecoderConfig, time_embed_dim: int) -> UnCLIPTextProjMo
     return proj
 
 
+class Draft(nn.Sequential):
+    """An MLP that draws the whole image [B, 3, S, S] from the (scaled) image and text embeddings."""
+
+    def __init__(self, embed_dim: int, width: int, image_size: int, embed_scale: float) -> None:
+        super().__init__(nn.Linear(2 * embed_dim, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+                         nn.Linear(width, 3 * image_size**2))
+        self.image_size, self.embed_scale = image_size, embed_scale
+
+    def forward(self, image_embeds: Tensor, text_embeds: Tensor) -> Tensor:
+        x = super().forward(torch.cat([image_embeds, text_embeds], 1) * self.embed_scale)
+        return x.view(-1, 3, self.image_size, self.image_size)
+
+
 class Refiner(nn.Module):
     """3×3 convolutions at full resolution, told the timestep by a per-channel bias; the last one
     starts at zero so a new refiner leaves the U-Net's output as it is."""
@@ -97,11 +110,7 @@ class Decoder(nn.Module):
         self.unet = build_unet(cfg, cfg.unet.context_dim)
         self.text_proj = build_text_proj(cfg, time_embed_dim=cfg.unet.time_embed_dim)
         self.embed_scale = math.sqrt(cfg.embed_dim) if cfg.scale_embeds else 1.0
-        self.draft = None
-        if cfg.draft_width:
-            w = cfg.draft_width
-            self.draft = nn.Sequential(nn.Linear(2 * cfg.embed_dim, w), nn.SiLU(), nn.Linear(w, w), nn.SiLU(),
-                                       nn.Linear(w, 3 * cfg.image_size**2))
+        self.draft = Draft(cfg.embed_dim, cfg.draft_width, cfg.image_size, self.embed_scale) if cfg.draft_width else None
         self.refiner = None
         if cfg.refine_width:
             # its inputs: the noisy image, the U-Net's output and the draft where there is one
@@ -159,8 +168,7 @@ class Decoder(nn.Module):
 
     def draw_draft(self, image_embeds: Tensor, text_embeds: Tensor) -> Tensor:
         """The draft MLP's image [B, 3, S, S] for these (already dropped-out) embeddings."""
-        size = self.cfg.image_size
-        return self.draft(torch.cat([image_embeds, text_embeds], 1) * self.embed_scale).view(-1, 3, size, size)
+        return self.draft(image_embeds, text_embeds)
 
     def unconditional(self, batch: int, tokens: int, device: torch.device | str,
                       dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:

@@ -15,15 +15,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import trange
 
-from clip.shards import EmbeddingShards
+from clip.shards import EmbeddingShards, shard_skips
 from clip.spec import check_same_clip
 from core.checkpoint import write_json
 from core.diffusion import training_scheduler, training_target
 from core.errors import ConfigError
-from core.train_state import find_latest
-from core.trainer import Tracker, fit, make_accelerator, tensor_batches
+from core.trainer import Tracker, TrainConfig, fit, make_accelerator
 from decoder.config import DecoderSettings, settings_for
 from decoder.io import save_decoder
 from decoder.model import CONDITIONS, Decoder
@@ -47,17 +45,36 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def load_split(folder: str | Path, size: int) -> tuple[EmbeddingShards, dict[str, torch.Tensor], torch.Tensor]:
-    """(shards, their tensors with images at the decoder's resolution, the images as stored)."""
+def open_split(folder: str | Path, size: int) -> EmbeddingShards:
+    """The shards of one split, checked to hold images at least the decoder's size."""
     shards = EmbeddingShards.open(folder)
     if shards.image_size is None or "images" not in shards.fields:
         raise ConfigError(f"{folder}: the shards hold no images; re-run the embed step with an image size")
     if shards.image_size < size:
         raise ConfigError(f"{folder}: shard images are {shards.image_size} px, smaller than the decoder's {size} px")
-    data = shards.load(FIELDS)
+    return shards
+
+
+def load_split(folder: str | Path, size: int, limit: int | None = None
+               ) -> tuple[EmbeddingShards, dict[str, torch.Tensor], torch.Tensor]:
+    """(shards, the first `limit` rows with images at the decoder's resolution, those images as stored):
+    evaluation sets."""
+    shards = open_split(folder, size)
+    data = shards.load(FIELDS, limit=limit)
     stored = data["images"]
     data["images"] = resize_images(stored, size)
     return shards, data, stored
+
+
+def training_batches(shards: EmbeddingShards, size: int, batch_size: int, seed: int, buffer_rows: int):
+    """Streamed batches with the images at the decoder's resolution."""
+    raw = shards.batches(FIELDS, batch_size, seed, buffer_rows)
+
+    def batches(epoch: int, rank: int, world: int):
+        for batch in raw(epoch, rank, world):
+            batch["images"] = resize_images(batch["images"], size)
+            yield batch
+    return batches
 
 
 def snr_weights(scheduler, t: torch.Tensor, gamma: float | None) -> torch.Tensor | None:
@@ -92,14 +109,11 @@ def image_error(diff: torch.Tensor, pixel: torch.Tensor | None) -> torch.Tensor:
     return (diff.pow(2) * pixel).sum(dim=(1, 2, 3)) / (pixel.sum(dim=(1, 2, 3)) * diff.shape[1])
 
 
-def pixel_weights(images: torch.Tensor, strength: float, chunk: int = 4096) -> torch.Tensor | None:
-    """outline_weights of uint8 images [N, 3, H, W] (in chunks, so a whole training set can be weighted
-    once: the draft fit draws from it thousands of times, and this was a tenth of its step); None
-    without outline weighting."""
+def pixel_weights(images: torch.Tensor, strength: float) -> torch.Tensor | None:
+    """outline_weights of uint8 images [N, 3, H, W]; None without outline weighting."""
     if not strength:
         return None
-    return torch.cat([outline_weights(images[i:i + chunk].float() / 127.5 - 1, strength)
-                      for i in range(0, images.shape[0], chunk)])
+    return outline_weights(images.float() / 127.5 - 1, strength)
 
 
 def training_timesteps(settings: DecoderSettings, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -139,57 +153,79 @@ def train_decoder(settings: DecoderSettings, shards_dir: str | Path, out_dir: st
     """Train, evaluate on `val_shards_dir` (if given) and write `out_dir/model`. Returns (EMA decoder, metrics)."""
     out_dir = Path(out_dir)
     size = settings.decoder.image_size
-    shards, data, _ = load_split(shards_dir, size)
+    shards = open_split(shards_dir, size)
     spec = shards.spec
     settings = settings.override(decoder=_for_clip(settings, spec.embed_dim, spec.text_width))
     acc = make_accelerator(settings.train.mixed_precision)
-    evaluate = None
+    evaluate, val = None, None
     if val_shards_dir is not None:
-        evaluate = _make_evaluate(settings, spec, val_shards_dir, out_dir, acc.device)
+        evaluate, val = _make_evaluate(settings, spec, val_shards_dir, out_dir, acc.device)
     torch.manual_seed(settings.train.seed)
     model = Decoder(settings.decoder)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     log.info("decoder: %.2fM parameters, %d training examples at %d px", sum(p.numel() for p in model.parameters()) / 1e6,
-             data["images"].shape[0], size)
+             shards.count, size)
     if model.draft is not None:
-        if find_latest(out_dir / "run") is None:
-            fit_draft(model.to(acc.device), data, settings)
-        else:  # resuming: the checkpoint holds the fitted draft
-            model.draft.requires_grad_(False)
-    result = fit(model, make_loss(settings), tensor_batches(data, settings.train.batch_size, settings.train.seed),
-                 settings.train, out_dir / "run", run_config=settings, evaluate=evaluate, tracker=tracker,
+        fit_draft(model, shards, settings, out_dir / "draft_run", acc, tracker)
+    train = settings.train
+    result = fit(model, make_loss(settings), training_batches(shards, size, train.batch_size, train.seed,
+                                                               settings.buffer_rows),
+                 train, out_dir / "run", run_config=settings, evaluate=evaluate, tracker=tracker,
                  accelerator=acc, desc="decoder")
+    metrics = {**result.metrics, **shard_skips(shards, val)}
     if acc.is_main_process:
         save_decoder(out_dir / "model", result.ema, spec)
-        write_json(out_dir / "model" / "metrics.json", result.metrics)
+        write_json(out_dir / "model" / "metrics.json", metrics)
         write_json(out_dir / "model" / "train_settings.json", settings)
     acc.wait_for_everyone()
-    return result.ema, result.metrics
+    return result.ema, metrics
 
 
-def fit_draft(model: Decoder, data: dict[str, torch.Tensor], settings: DecoderSettings) -> None:
-    """Fit the decoder's draft MLP to the training images (with the decoder's guidance dropout), then freeze it."""
-    cfg, train = settings.decoder, settings.draft
-    optimizer = torch.optim.Adam(model.draft.parameters(), lr=train.lr, fused=True)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(train.steps, 1))
-    generator = torch.Generator().manual_seed(settings.train.seed)
-    n, device = data["images"].shape[0], next(model.parameters()).device
-    pixel = pixel_weights(data["images"], settings.outline_weight)
-    for _ in trange(train.steps, desc="decoder draft", mininterval=2):
-        rows = torch.randint(0, n, (train.batch_size,), generator=generator)
-        drop_image = (torch.rand(train.batch_size, generator=generator) < cfg.image_dropout).to(device)
-        drop_text = (torch.rand(train.batch_size, generator=generator) < cfg.text_dropout).to(device)
-        cond = model.drop_conditions(*(data[k][rows].to(device).float() for k in CONDITIONS), drop_image, drop_text)
-        x0 = data["images"][rows].to(device).float() / 127.5 - 1
-        weights = None if pixel is None else pixel[rows].to(device)
-        loss = image_error(model.draw_draft(cond["image_embeds"], cond["text_embeds"]) - x0, weights).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+def make_draft_loss(decoder: Decoder, settings: DecoderSettings):
+    """The draft's pixel error against the clean image, with the decoder's guidance dropout (its null
+    image embedding, untrained at this point, taken as it is)."""
+    cfg = settings.decoder
+
+    def loss_fn(draft, batch) -> torch.Tensor:
+        b = batch["images"].shape[0]
+        device = batch["images"].device
+        drop_image = torch.rand(b, device=device) < cfg.image_dropout
+        drop_text = torch.rand(b, device=device) < cfg.text_dropout
+        cond = decoder.drop_conditions(*(batch[k] for k in CONDITIONS), drop_image, drop_text)
+        x0 = batch["images"].float() / 127.5 - 1
+        error = draft(cond["image_embeds"], cond["text_embeds"]).float() - x0
+        return image_error(error, pixel_weights(batch["images"], settings.outline_weight)).mean()
+    return loss_fn
+
+
+def fit_draft(model: Decoder, shards: EmbeddingShards, settings: DecoderSettings, run_dir: Path, acc,
+              tracker: Tracker | None = None) -> None:
+    """Fit the decoder's draft MLP to the training images through the shared training loop (resumable,
+    tracked under `draft.`), then freeze it: the U-Net trains beside a fixed draft."""
+    draft = settings.draft
+    if draft.steps:
+        cfg = TrainConfig(steps=draft.steps, batch_size=draft.batch_size, lr=draft.lr, grad_clip=None, ema_decay=0.0,
+                          log_every=max(1, min(100, draft.steps // 10)), seed=settings.train.seed)
+        model.to(acc.device)
+        batches = training_batches(shards, settings.decoder.image_size, draft.batch_size, cfg.seed + 1,
+                                   settings.buffer_rows)
+        fit(model.draft, make_draft_loss(model, settings), batches, cfg, run_dir, run_config=settings,
+            tracker=None if tracker is None else Prefixed(tracker, "draft."), accelerator=acc, desc="decoder draft")
     model.draft.requires_grad_(False)
-    log.info("decoder draft: %d steps, last loss %.4f", train.steps, float(loss.detach()) if train.steps else float("nan"))
+
+
+class Prefixed:
+    """A tracker that logs under a prefix: a second training loop within one MLflow run."""
+
+    def __init__(self, tracker: Tracker, prefix: str) -> None:
+        self.tracker, self.prefix = tracker, prefix
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.tracker.log_metrics({self.prefix + k: v for k, v in metrics.items()}, step)
+
+    def log_image(self, image, name: str, step: int) -> None:
+        self.tracker.log_image(image, self.prefix + name, step)
 
 
 def _for_clip(settings: DecoderSettings, embed_dim: int, text_width: int):
@@ -204,7 +240,7 @@ def _make_evaluate(settings: DecoderSettings, spec, val_shards_dir, out_dir: Pat
     from clip.encoder import load_encoder
     from decoder.evaluate import evaluate_decoder
 
-    val_shards, val, real = load_split(val_shards_dir, settings.decoder.image_size)
+    val_shards, val, real = load_split(val_shards_dir, settings.decoder.image_size, limit=settings.eval.size)
     check_same_clip(spec, val_shards.spec, f"validation shards {val_shards_dir}")
     encoder = load_encoder(spec, device)
 
@@ -215,7 +251,7 @@ def _make_evaluate(settings: DecoderSettings, spec, val_shards_dir, out_dir: Pat
             out_dir.mkdir(parents=True, exist_ok=True)
             grid.save(out_dir / f"samples_{step:08d}.png")
         return results
-    return evaluate
+    return evaluate, val_shards
 
 
 def main(argv: list[str] | None = None) -> int:

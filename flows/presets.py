@@ -7,6 +7,8 @@ from pydantic import Field, model_validator
 from clip.train import ClipTrainSettings
 from clip.train import settings_for as clip_settings
 from core.config import Config, apply_overrides
+from core.errors import ConfigError
+from data.config import SOURCES
 from decoder.config import DecoderSettings
 from decoder.config import settings_for as decoder_settings
 from prior.train import PriorTrainSettings
@@ -15,6 +17,10 @@ from upsamplers.config import UpsamplerTrainSettings
 from upsamplers.config import settings_for as upsampler_settings
 
 CASCADE_PRESETS = ("smoke", "demo", "base", "paper")
+# The stages that read images; `data.<key>=<value>` sets the key in each of them.
+DATA_STAGES = ("clip", "upsampler1", "upsampler2")
+# Settings one dataset needs on top of a preset (applied after the data is chosen, before --set).
+RECIPES: dict[str, dict[str, list[str]]] = {}
 # Measured on the 2 shared cores, demo: decoder, prior and upsamplers one after another with 2 threads
 # 16.0 min, side by side with 1 thread each 18.0 min: the decoder is most of that work and ran 1.8x
 # slower on one thread beside the upsamplers, so demo keeps 1 lane. smoke takes 2, so that CI runs the
@@ -34,6 +40,8 @@ class CascadeSettings(Config):
     lanes: int = Field(1, ge=1, le=4, description="stages trained at once once the shards exist (decoder, prior and "
                        "both upsamplers), each with its share of the CPU threads: for machines with more cores than "
                        "one small stage can use; on 2 cores it is slower (see LANES)")
+    embed_batch_size: int = Field(256, ge=1, description="images and captions the CLIP encodes at once in the embedding "
+                                  "step (on the accelerator when there is one)")
     upsamplers_beside_clip: bool = Field(False, description="train both upsamplers, which need no CLIP, in a second "
                                          "lane while the CLIP trains, each lane with half of the CPU threads; the "
                                          "CLIP takes them all once the upsamplers are done")
@@ -47,14 +55,41 @@ class CascadeSettings(Config):
         return self
 
     @property
+    def data_source(self) -> str:
+        return self.clip.data.source
+
+    @property
     def embed_image_size(self) -> int:
         """Images stored beside the embeddings, at the decoder's resolution."""
         return self.decoder.decoder.image_size
 
 
-def cascade_settings(preset: str = "demo", overrides: list[str] | tuple[str, ...] = ()) -> CascadeSettings:
-    """Settings of every stage; overrides address a stage, e.g. `prior.train.steps=500`."""
+def data_overrides(spec: str | None) -> list[str]:
+    """`--data shapes`, `emoji`, `folder:/path` or `webdataset:/shards/{0000..0099}.tar` as overrides."""
+    if spec is None:
+        return []
+    source, _, path = spec.partition(":")
+    if source not in SOURCES:
+        raise ConfigError(f"--data {spec!r}: unknown source {source!r}; give one of {', '.join(SOURCES)}, with "
+                          "a path for folder and webdataset (e.g. folder:/data/pets)")
+    if source in ("folder", "webdataset") and not path:
+        raise ConfigError(f"--data {source} needs a path: --data {source}:/path/to/data")
+    return [f"data.source={source}"] + ([f"data.path={path}"] if path else [])
+
+
+def expand_data(overrides: list[str] | tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(the `data.*` overrides, each set in every stage that reads images; the others as given)."""
+    shared = [f"{stage}.{item}" for item in overrides if item.startswith("data.") for stage in DATA_STAGES]
+    return shared, [item for item in overrides if not item.startswith("data.")]
+
+
+def cascade_settings(preset: str = "demo", overrides: list[str] | tuple[str, ...] = (),
+                     data: str | None = None) -> CascadeSettings:
+    """Settings of every stage; overrides address a stage, e.g. `prior.train.steps=500`, or every stage
+    that reads images, e.g. `data.source=folder`. `data` is the --data form of the same."""
     clip_preset = "base" if preset == "paper" else preset  # the paper used a pretrained CLIP; see README
+    if preset not in CASCADE_PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(CASCADE_PRESETS)}")
     settings = CascadeSettings(
         preset=preset,
         clip=clip_settings(clip_preset),
@@ -65,4 +100,7 @@ def cascade_settings(preset: str = "demo", overrides: list[str] | tuple[str, ...
         lanes=LANES.get(preset, 1),
         upsamplers_beside_clip=preset in ("smoke", "demo"),
     )
-    return apply_overrides(settings, overrides)
+    shared, rest = expand_data([*data_overrides(data), *overrides])
+    settings = apply_overrides(settings, shared)
+    recipe = RECIPES.get(settings.data_source, {}).get(preset, [])
+    return apply_overrides(settings, [*recipe, *rest])

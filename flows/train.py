@@ -1,7 +1,9 @@
 """Prefect flows that train the cascade, one flow per stage and `train_cascade` for all of them.
 
-    python -m flows.train --preset demo                  # whole cascade, resumes where it stopped
-    python -m flows.train --preset demo --stage prior    # one stage (earlier ones must be registered)
+    python -m flows.train --preset demo                           # whole cascade, resumes where it stopped
+    python -m flows.train --preset demo --data folder:/data/pets  # on your own images (captions.tsv, ...)
+    python -m flows.train --preset demo --clip hf:/models/clip    # a frozen pretrained CLIP, not trained here
+    python -m flows.train --preset demo --stage prior             # one stage (earlier ones must be registered)
     python -m flows.train --preset smoke --set prior.train.steps=50
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextvars
+import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import CancelledError, ThreadPoolExecutor
@@ -23,7 +26,10 @@ from prefect.cache_policies import NO_CACHE
 from clip.shards import EmbeddingShards
 from clip.spec import ClipSpec
 from core import registry
+from core.config import Config
+from core.devices import default_device
 from core.threads import drop_share, follow_share, post_share
+from data.config import DatasetConfig
 from flows.presets import CASCADE_PRESETS, CascadeSettings, cascade_settings
 from flows.stage import StageResult, run_stage, stage_folder
 
@@ -31,6 +37,9 @@ STAGES = ("clip", "prior", "decoder", "upsampler1", "upsampler2")
 T = TypeVar("T")
 MODEL_NAMES = {"clip": "unclip-clip", "prior": "unclip-prior", "decoder": "unclip-decoder",
                "upsampler1": "unclip-upsampler-1", "upsampler2": "unclip-upsampler-2"}
+# The metric each stage's registry gate compares (higher is better); every dataset has it.
+GATES = {"clip": "retrieval_top1", "prior": "cos_pred_image", "decoder": "clip_score", "upsampler1": "psnr",
+         "upsampler2": "psnr"}
 
 
 def _publish(result: StageResult) -> StageResult:
@@ -56,18 +65,67 @@ def train_clip_flow(settings: CascadeSettings, workdir: str = "runs", force: boo
         return out / "model", metrics
 
     return _publish(run_stage("clip", MODEL_NAMES["clip"], settings.clip, inputs, train,
-                              metric="zeroshot_min", force=force))
+                              metric=GATES["clip"], force=force))
+
+
+@flow(name="frozen-clip", log_prints=True)
+def frozen_clip_flow(settings: CascadeSettings, clip: str, workdir: str = "runs", force: bool = False) -> StageResult:
+    """A pretrained CLIP instead of training one: copied into a model folder of its own, scored on the
+    held-out split like a trained one, and registered; a registry reference is used as it is."""
+    from clip.pretrained import parse_clip_ref
+
+    ref = parse_clip_ref(clip)
+    if ref.registered:
+        folder = registry.download_model(ref.name, ref.ref)
+        return StageResult("clip", ref.name, str(folder.name), folder, _metrics_of(folder), skipped=True)
+    frozen = FrozenClip(spec=ref.spec, data=settings.clip.data, eval_size=settings.clip.eval_size)
+    inputs = {"dataset": _dataset_fingerprint(settings)}
+
+    def register(tracker):
+        from clip.pretrained import copy_clip
+
+        out = stage_folder(workdir, "clip", frozen, inputs)
+        spec = copy_clip(ref.spec, out / "model")
+        return out / "model", score_frozen_clip(spec, settings, out)
+
+    return _publish(run_stage("clip", MODEL_NAMES["clip"], frozen, inputs, register, metric=GATES["clip"],
+                              force=force))
+
+
+class FrozenClip(Config):
+    """What decides a frozen CLIP's registered version: the CLIP and the data it is scored on."""
+
+    spec: ClipSpec
+    data: DatasetConfig
+    eval_size: int
+
+
+def score_frozen_clip(spec: ClipSpec, settings: CascadeSettings, out: Path) -> dict[str, float]:
+    from clip.encoder import load_encoder
+    from clip.evaluate import evaluate_encoder
+    from data import open_dataset
+    from data.shards import prepare_images
+    from data.skips import skip_metrics
+
+    val = open_dataset(settings.clip.data, "val")
+    images = prepare_images(val, spec.image_size, out / "images" / "val", {"dataset": val.fingerprint()},
+                            limit=settings.clip.eval_size, desc="prepare val")
+    encoder = load_encoder(spec, default_device())
+    metrics = evaluate_encoder(encoder, images.head(None, ("images",))["images"], images.captions)
+    return {**metrics, **skip_metrics(images.skips)}
 
 
 @flow(name="embed", log_prints=True)
 def embed_flow(settings: CascadeSettings, spec: ClipSpec, workdir: str = "runs") -> dict[str, str]:
-    """Shards of both splits for this CLIP (resumable; reused when already complete)."""
+    """Shards of both splits for this CLIP (resumable; reused when already complete), embedded on the
+    machine's accelerator when it has one."""
     from clip.embed import embed_dataset
 
     folders = {}
     for split in ("train", "val"):
-        out = Path(workdir) / "shards" / spec.fingerprint() / split
-        embed_dataset(spec, settings.clip.data, split, out, image_size=settings.embed_image_size)
+        out = Path(workdir) / "shards" / spec.fingerprint() / _dataset_fingerprint(settings, split) / split
+        embed_dataset(spec, settings.clip.data, split, out, image_size=settings.embed_image_size,
+                      device=default_device(), batch_size=settings.embed_batch_size)
         folders[split] = str(out)
     return folders
 
@@ -84,7 +142,7 @@ def train_prior_flow(settings: CascadeSettings, shards: dict[str, str], workdir:
                            tracker=tracker, val_shards_dir=shards["val"])
 
     return _publish(run_stage("prior", MODEL_NAMES["prior"], settings.prior, inputs, train,
-                              metric=("zeroshot_min", "cos_pred_image"), force=force))
+                              metric=GATES["prior"], force=force))
 
 
 @flow(name="train-decoder", log_prints=True)
@@ -100,7 +158,7 @@ def train_decoder_flow(settings: CascadeSettings, shards: dict[str, str], workdi
         return out / "model", metrics
 
     return _publish(run_stage("decoder", MODEL_NAMES["decoder"], settings.decoder, inputs, train,
-                              metric=("zeroshot_min", "clip_consistency"), force=force))
+                              metric=GATES["decoder"], force=force))
 
 
 @flow(name="train-upsampler", log_prints=True)
@@ -114,16 +172,19 @@ def train_upsampler_flow(settings: CascadeSettings, stage: int, workdir: str = "
     def train(tracker):
         return train_upsampler(stage_settings, stage_folder(workdir, name, stage_settings, {}), tracker=tracker)
 
-    return _publish(run_stage(name, MODEL_NAMES[name], stage_settings, {}, train, metric="psnr", force=force))
+    return _publish(run_stage(name, MODEL_NAMES[name], stage_settings, {}, train, metric=GATES[name], force=force))
 
 
 @flow(name="train-cascade", log_prints=True)
 def train_cascade(preset: str = "demo", overrides: list[str] | None = None, workdir: str = "runs",
-                  stages: list[str] | None = None, force: bool = False) -> dict[str, StageResult]:
+                  stages: list[str] | None = None, force: bool = False, data: str | None = None,
+                  clip: str | None = None) -> dict[str, StageResult]:
     """Train every stage; stages whose inputs are unchanged and already registered are skipped.
+    `data` chooses the images of every stage (`folder:/path`, `webdataset:...`, `shapes`); `clip`, a
+    pretrained CLIP to use frozen instead of training one (see clip/pretrained.py).
     CLIP (beside the upsamplers with `settings.upsamplers_beside_clip`) and the embedding come first;
     then `settings.lanes` of the other stages train at once."""
-    settings = cascade_settings(preset, overrides or [])
+    settings = cascade_settings(preset, overrides or [], data)
     wanted = stages or list(STAGES)
     # The stages that need nothing but the shards, longest first on the demo preset, so that with 2 lanes
     # the decoder trains in one while the other takes the rest in turn. The upsamplers need no CLIP at all.
@@ -134,7 +195,9 @@ def train_cascade(preset: str = "demo", overrides: list[str] | None = None, work
         "upsampler1": lambda: train_upsampler_flow(settings, 1, workdir, force),
     }
     later = {name: job for name, job in later.items() if name in wanted}
-    first = {"clip": lambda: train_clip_flow(settings, workdir, force)} if "clip" in wanted else {}
+    clip_job = (lambda: frozen_clip_flow(settings, clip, workdir, force)) if clip else (
+        lambda: train_clip_flow(settings, workdir, force))
+    first = {"clip": clip_job} if "clip" in wanted or clip else {}
     if first and settings.upsamplers_beside_clip:
         first.update({name: later.pop(name) for name in ("upsampler2", "upsampler1") if name in later})
     results: dict[str, StageResult] = run_lanes(first, 2)  # one lane when the CLIP is alone
@@ -147,6 +210,20 @@ def train_cascade(preset: str = "demo", overrides: list[str] | None = None, work
     create_markdown_artifact(key="unclip-cascade", markdown="\n".join(r.markdown() for r in results.values()),
                              description=f"cascade {preset}")
     return results
+
+
+def summary_line(result: StageResult) -> str:
+    """`stage: model vN (state) gate-metric value, skipped counts`."""
+    state = "skipped: inputs unchanged" if result.skipped else ("champion" if result.promoted else "challenger")
+    gate = GATES.get(result.stage)
+    parts = [f"{result.stage}: {result.model_name} v{result.version} ({state})"]
+    if gate in result.metrics:
+        parts.append(f"{gate} {result.metrics[gate]:.4f}")
+    skipped = {k.removeprefix("data.skipped."): int(v) for k, v in result.metrics.items()
+               if k.startswith("data.skipped.")}
+    if skipped:
+        parts.append("skipped data: " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
+    return "; ".join(parts)
 
 
 def run_lanes(jobs: dict[str, Callable[[], T]], lanes: int) -> dict[str, T]:
@@ -196,10 +273,15 @@ def run_lanes(jobs: dict[str, Callable[[], T]], lanes: int) -> dict[str, T]:
     return {name: future.result() for name, future in futures.items()}
 
 
-def _dataset_fingerprint(settings: CascadeSettings) -> str:
+def _dataset_fingerprint(settings: CascadeSettings, split: str = "train") -> str:
     from data import open_dataset
 
-    return open_dataset(settings.clip.data, "train").fingerprint()
+    return open_dataset(settings.clip.data, split).fingerprint()
+
+
+def _metrics_of(folder: Path) -> dict[str, float]:
+    path = Path(folder) / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _shard_inputs(shards: dict[str, str]) -> dict[str, str]:
@@ -209,6 +291,13 @@ def _shard_inputs(shards: dict[str, str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.train", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="demo", choices=CASCADE_PRESETS)
+    parser.add_argument("--data", default=None, metavar="SOURCE[:PATH]",
+                        help="the images every stage reads: shapes (built in), folder:/path (images with captions.tsv, "
+                             "captions.jsonl or .txt sidecars), webdataset:/shards/{0000..0099}.tar (default: the "
+                             "preset's); the same as --set data.source=... --set data.path=...")
+    parser.add_argument("--clip", default=None, metavar="SPEC",
+                        help="use this pretrained CLIP frozen instead of training one: hf:FOLDER, "
+                             "open_clip:MODEL[:WEIGHTS], a CLIP model folder, or models:/unclip-clip@champion")
     parser.add_argument("--stage", action="append", choices=STAGES, help="train only these stages (repeatable)")
     parser.add_argument("--workdir", default="runs", help="where checkpoints, shards and model folders go")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -218,9 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     from flows.runtime import run_flow_cli
 
     def job():
-        results = train_cascade(args.preset, args.overrides, args.workdir, args.stage, args.force)
+        cascade_settings(args.preset, args.overrides, args.data)  # every settings mistake before Prefect starts
+        results = train_cascade(args.preset, args.overrides, args.workdir, args.stage, args.force, args.data,
+                                args.clip)
         for r in results.values():
-            print(f"{r.stage}: {r.model_name} v{r.version} {'(skipped)' if r.skipped else ''}")
+            print(summary_line(r))
     return run_flow_cli(job)
 
 

@@ -77,7 +77,7 @@ class PriorEvalConfig(Config):
     steps: int = Field(64, gt=0)
     guidance: float = Field(1.0, ge=0)
     best_of: int = Field(2, gt=0)
-    zeroshot: bool = Field(True, description="zero-shot attribute accuracy when the captions are shapes captions")
+    zeroshot: bool = Field(True, description="the dataset probe's zero-shot figures, where the dataset has one")
     seed: int = 0
 
 

@@ -5,8 +5,8 @@
 Figures (LAION's prior evaluation plus retrieval): mean cos(pred, true image); cos(pred, text)
 beside cos(true image, text); cos(pred, image of a shuffled caption); top-1 retrieval of the true
 image embedding among the N held-out ones, beside its ceiling (a caption that k images share leaves
-1/k); x0 validation loss; on shapes captions, zero-shot attribute accuracy of the predicted
-embeddings (and of the true image embeddings, CLIP's ceiling).
+1/k); x0 validation loss; where the captions' dataset has a probe (shapes), its zero-shot attribute
+accuracy of the predicted embeddings (and of the true image embeddings, CLIP's ceiling).
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clip.zeroshot import attribute_accuracy
 from core.diffusion import training_scheduler, training_target
-from data.shapes import parse_caption
+from data.probes import prefixed, probe_for
 from prior.config import PriorEvalConfig
 from prior.model import DiffusionPrior
 from prior.sample import sample_prior
@@ -106,18 +105,14 @@ def retrieval_ceiling(captions: Sequence[str]) -> float:
 
 
 def zeroshot_metrics(embeds: Mapping[str, Tensor], captions: Sequence[str], embed_text: EmbedText) -> dict[str, float]:
-    """Per-attribute zero-shot accuracy of each named set of embeddings, over the shapes captions
-    that parse (none parse: {})."""
-    keep = [(i, a) for i, a in enumerate(parse_caption(c) for c in captions) if a is not None]
-    if not keep:
+    """The dataset probe's zero-shot figures of each named set of embeddings, where the captions' dataset
+    has a probe (else {})."""
+    probe = probe_for(captions)
+    if probe is None:
         return {}
-    idx = torch.tensor([i for i, _ in keep])
-    attrs = [a for _, a in keep]
     out: dict[str, float] = {}
     for name, emb in embeds.items():
-        accuracy = attribute_accuracy(emb[idx], attrs, embed_text)
-        out.update({f"{name}zeroshot_{k}": v for k, v in accuracy.items()})
-        out[f"{name}zeroshot_min"] = min(accuracy.values())
+        out.update(prefixed(f"{name}zeroshot_", probe.zeroshot(F.normalize(emb.float(), dim=-1), captions, embed_text)))
     return out
 
 

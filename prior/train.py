@@ -12,13 +12,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from clip.shards import EmbeddingShards
+from clip.shards import EmbeddingShards, shard_skips
 from clip.spec import check_same_clip
 from core.config import Config, apply_overrides, pick_preset
 from core.diffusion import NoiseConfig, training_scheduler, training_target
 from core.errors import ConfigError, UnclipError
-from core.trainer import Tracker, TrainConfig, fit, make_accelerator, tensor_batches
+from core.trainer import Tracker, TrainConfig, fit, make_accelerator
 from prior.config import PRIOR_PRESETS, PriorConfig, PriorEvalConfig
 from prior.evaluate import HeldOut, clip_text_embedder, evaluate_prior
 from prior.io import save_prior
@@ -32,6 +33,7 @@ class PriorTrainSettings(Config):
     prior: PriorConfig
     train: TrainConfig
     eval: PriorEvalConfig = PriorEvalConfig()
+    buffer_rows: int = Field(65536, gt=0, description="training pairs shuffled together: the memory the data takes")
 
 
 # The paper's optimiser: AdamW lr 1.1e-4, betas (0.9, 0.96), eps 1e-6, weight decay 6e-2, EMA 0.9999.
@@ -85,10 +87,21 @@ def make_loss(noise: NoiseConfig, cond_drop: float):
 
 
 def training_tensors(prior: DiffusionPrior, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """What the batches hold: normalised targets and the caption encodings."""
-    prior.check_text(data["text_embeds"], data["text_tokens"], data["text_mask"])
-    return {"x0": prior.normalise(data["image_embeds"].float()), "text_embeds": data["text_embeds"].float(),
+    """What a batch holds: normalised targets (the same rule as sampling) and the caption encodings."""
+    return {"x0": prior.normalise(data["image_embeds"].float()).detach(), "text_embeds": data["text_embeds"].float(),
             "tokens": data["text_tokens"].float(), "mask": data["text_mask"].bool()}
+
+
+def training_batches(prior: DiffusionPrior, shards: EmbeddingShards, train: TrainConfig, buffer_rows: int):
+    """Streamed batches of `training_tensors`."""
+    first = shards.load(FIELDS, limit=1)
+    prior.check_text(first["text_embeds"], first["text_tokens"], first["text_mask"])
+    raw = shards.batches(FIELDS, train.batch_size, train.seed, buffer_rows)
+
+    def batches(epoch: int, rank: int, world: int):
+        for batch in raw(epoch, rank, world):
+            yield training_tensors(prior, batch)
+    return batches
 
 
 def build_prior(settings: PriorTrainSettings, shards: EmbeddingShards) -> DiffusionPrior:
@@ -102,7 +115,7 @@ def build_prior(settings: PriorTrainSettings, shards: EmbeddingShards) -> Diffus
 
 
 def make_evaluate(settings: PriorTrainSettings, val: EmbeddingShards):
-    held = HeldOut.from_tensors(val.load(FIELDS), val.captions, settings.eval.size)
+    held = HeldOut.from_tensors(val.load(FIELDS, limit=settings.eval.size), val.captions, settings.eval.size)
     embed_text = None
     if settings.eval.zeroshot:
         try:
@@ -129,7 +142,7 @@ def train_prior(settings: PriorTrainSettings, shards_dir: str | Path, out_dir: s
                           f"(train.batch_size={settings.train.batch_size})")
     prior = build_prior(settings, shards)
     settings = settings.override(prior=prior.config)
-    data = training_tensors(prior, shards.load(FIELDS))
+    batches = training_batches(prior, shards, settings.train, settings.buffer_rows)
     log.info("prior: %.2fM parameters, %d training pairs", count_parameters(prior) / 1e6, shards.count)
     if tracker is not None and hasattr(tracker, "log_params"):
         tracker.log_params({**settings.model_dump(mode="json"), "shards": shards.fingerprint(),
@@ -137,7 +150,7 @@ def train_prior(settings: PriorTrainSettings, shards_dir: str | Path, out_dir: s
 
     acc = make_accelerator(settings.train.mixed_precision)
     result = fit(prior, make_loss(settings.prior.noise, settings.prior.cond_drop),
-                 tensor_batches(data, settings.train.batch_size, settings.train.seed), settings.train,
+                 batches, settings.train,
                  out_dir / "run", run_config=settings, evaluate=make_evaluate(settings, val) if val else None,
                  tracker=tracker, accelerator=acc, desc="prior")
     folder = out_dir / "model"
@@ -147,7 +160,7 @@ def train_prior(settings: PriorTrainSettings, shards_dir: str | Path, out_dir: s
                 "train_settings": settings.model_dump(mode="json")}
         save_prior(folder, result.ema.float().cpu(), shards.spec, info)
     acc.wait_for_everyone()
-    return folder, result.metrics
+    return folder, {**result.metrics, **shard_skips(shards, val)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,26 +11,23 @@ from pathlib import Path
 
 import torch
 
-from clip.bank import materialise
-from clip.batches import make_batches
-from clip.train import make_loss, settings_for
+from clip.batches import contrastive_batches
+from clip.train import make_loss, prepare_splits, settings_for
 from core.tracking import main_process_run
 from core.trainer import fit, make_accelerator
-from data import open_dataset
 
 
 def main(out: Path) -> None:
     settings = settings_for("smoke", ["train.steps=3", "data.num_examples=200", "data.val_size=20"])
     acc = make_accelerator()
-    bank = materialise(open_dataset(settings.data, "train"), settings.model.image_size)
-    import open_clip
-
-    tokens = open_clip.get_tokenizer("ViT-B-32", context_length=settings.model.context_length)(bank.captions)
+    train, _ = prepare_splits(settings, out / f"data{acc.process_index}")
+    batches = train.batches(("images", "text_ids"), settings.train.batch_size, settings.train.seed,
+                            prepare=contrastive_batches(settings.train.batch_size))
     torch.manual_seed(0)
     model = settings.model.build()
     with main_process_run("unclip-distributed-test") as tracker:
         result = fit(model, make_loss(acc.num_processes, acc.process_index),
-                     make_batches(bank, tokens, settings.train.batch_size, settings.train.seed),
+                     batches,
                      settings.train, out / "run", run_config=settings, tracker=tracker, accelerator=acc)
     digest = hashlib.sha256()
     for name, tensor in sorted(result.model.state_dict().items()):

@@ -72,7 +72,8 @@ def test_training_writes_a_loadable_decoder_and_metrics(trained, clip_spec):
 def test_a_resumed_run_takes_the_fitted_draft_from_its_checkpoint(trained, monkeypatch):
     root, decoder, _ = trained
     assert decoder.draft is not None  # the smoke preset drafts
-    monkeypatch.setattr("decoder.train.fit_draft", lambda *a, **k: pytest.fail("the draft was fitted again"))
+    refit = lambda *a, **k: (lambda model, batch: pytest.fail("the draft was fitted again"))  # noqa: E731
+    monkeypatch.setattr("decoder.train.make_draft_loss", refit)
     settings = settings_for("smoke", SMOKE)
     resumed, _ = train_decoder(settings, root / "train", root / "out")
     assert not any(p.requires_grad for p in resumed.draft.parameters())
@@ -143,9 +144,9 @@ def test_outline_weights_mark_the_object_edges_only():
     assert w[0, 0, 4, 6] > 1 and w[0, 0, 5, 6] > 1 and w[0, 0, 8, 6] > 1 and w[0, 0, 9, 6] > 1  # both sides of an edge
 
 
-def test_outline_weights_of_a_whole_set_match_per_batch_ones_and_weight_the_error():
+def test_outline_weights_of_uint8_images_weight_the_error():
     images = torch.randint(0, 256, (7, 3, 8, 8), dtype=torch.uint8)
-    every = pixel_weights(images, 8.0, chunk=3)  # chunks of 3, 3 and 1 images
+    every = pixel_weights(images, 8.0)
     assert torch.allclose(every, outline_weights(images.float() / 127.5 - 1, 8.0))
     assert pixel_weights(images, 0.0) is None
     diff = torch.randn(7, 3, 8, 8)
@@ -173,10 +174,13 @@ def test_low_noise_share_draws_that_share_of_timesteps_from_the_low_end():
         settings_for("smoke", ["low_noise_share=1.0"])
 
 
-def test_the_draft_is_fitted_to_the_images_then_frozen():
+def test_the_draft_is_fitted_to_the_images_then_frozen(tmp_path):
+    from clip.shards import write_shards
+    from core.trainer import make_accelerator
     from decoder.config import DraftTrainConfig
-    from decoder.testing import SIZE, fake_caption, fake_image_embeds
+    from decoder.testing import DIM, SIZE, TOKENS, WIDTH, fake_caption, fake_image_embeds
     from decoder.train import fit_draft
+    from prior.testing import fake_spec
 
     decoder = tiny_decoder(draft_width=64)
     n = 8
@@ -194,7 +198,10 @@ def test_the_draft_is_fitted_to_the_images_then_frozen():
         with torch.no_grad():
             return float((decoder.draw_draft(data["image_embeds"], data["text_embeds"]) - target).pow(2).mean())
     before, unet_before = error(), decoder.unet.conv_in.weight.clone()
-    fit_draft(decoder, data, settings)
+    spec = fake_spec(embed_dim=DIM, text_width=WIDTH, context_length=TOKENS)
+    shards = write_shards(tmp_path / "shards", spec, data, [f"c{i}" for i in range(n)], [str(i) for i in range(n)],
+                          image_size=SIZE, shard_size=4)
+    fit_draft(decoder, shards, settings, tmp_path / "draft", make_accelerator())
     assert error() < 0.1 * before
     assert not any(p.requires_grad for p in decoder.draft.parameters())
     assert all(p.requires_grad for p in decoder.unet.parameters())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from core.trainer import TrainConfig, fit
 from upsamplers.config import UpsamplerConfig, UpsamplerModelConfig
 from upsamplers.evaluate import evaluate_upsampler, psnr, sharpness, ssim
 from upsamplers.model import Upsampler, upsample_bicubic
-from upsamplers.pairs import make_batches, pick_crop
+from upsamplers.pairs import pair_batches, pick_crop
 from upsamplers.train import main, make_loss
 
 CFG = UpsamplerConfig(stage=2, low_res=8, high_res=32, model=UpsamplerModelConfig(channels=(8, 16), layers_per_block=1),
@@ -40,10 +41,25 @@ def squares(n: int = 12, size: int = 32) -> torch.Tensor:
     return images
 
 
+def make_batches(images, cfg, crop, batch_size, seed, crop_tries=1, folder=None):
+    """Crop pairs streamed from image shards of `images`, as upsamplers.train makes them."""
+    import tempfile
+
+    from data.shards import ShardSet, finish_index, shard_name, write_shard
+
+    folder = Path(folder or tempfile.mkdtemp(prefix="upsampler-shards-"))
+    for i in range(0, len(images), 5):  # a few shards
+        part = images[i:i + 5]
+        write_shard(folder / shard_name(i // 5), {"images": part}, [""] * len(part), [str(i + k) for k in range(len(part))])
+    finish_index(folder, {})
+    return ShardSet.open(folder).batches(("images",), batch_size, seed, buffer_rows=8,
+                                         prepare=pair_batches(cfg, crop, batch_size, crop_tries))
+
+
 def test_batches_are_crops_with_their_conditions_and_pure_per_epoch():
     batches = make_batches(squares(), CFG, crop=16, batch_size=4, seed=3)
     first = list(batches(0, 0, 1))
-    assert len(first) == 3
+    assert len(first) == 3  # every image once: buffers of 10 and 2 (+ the 2 carried over) rows
     high, cond, level = first[0]
     assert high.shape == cond.shape == (4, 3, 16, 16) and level.shape == (4,)
     assert high.min() >= -1 and high.max() <= 1 and cond.min() >= -1 and cond.max() <= 1

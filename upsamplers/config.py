@@ -128,7 +128,9 @@ class UpsamplerTrainSettings(Config):
     crop: int | None = Field(None, ge=8, description="training crop side at high res; None: high_res // 4")
     crop_tries: int = Field(1, ge=1, description="random crop windows drawn per image, keeping the most detailed "
                             "(largest pixel std); 1: plain random crops")
-    max_train_images: int = Field(2000, ge=1, description="high-res images held in memory for cropping")
+    max_train_images: int | None = Field(None, ge=1, description="images of the training split decoded for cropping "
+                                         "(None: all of them; they are streamed, not held in memory)")
+    buffer_rows: int = Field(1024, gt=0, description="training images shuffled together: the memory the data takes")
     eval_size: int = Field(8, ge=1)
     eval_steps: int | None = Field(None, ge=1, description="sampling steps in evaluation; None: sample_steps")
 
@@ -169,7 +171,7 @@ PRESETS: dict[int, dict[str, UpsamplerTrainSettings]] = {
         "smoke": UpsamplerTrainSettings(
             upsampler=_stage(1, 16, 64, (16, 32), 4, layers_per_block=1),
             train=_cpu_train(4, 4), data=DatasetConfig(num_examples=40, val_size=8, image_size=64),
-            crop=16, max_train_images=32, eval_size=2),
+            crop=16, eval_size=2),
         # 1 DDIM step: more steps add sharpness and a leftover noise texture of the small model in flat
         # regions. The demo model on 16 held-out images, PSNR against bicubic / sharpness (bicubic 0.51):
         # 1 step -0.03 dB / 0.61, 2 steps -1.05 / 0.73, 4 steps -1.75 / 0.77, 8 steps -1.89 / 0.75; only
@@ -177,7 +179,7 @@ PRESETS: dict[int, dict[str, UpsamplerTrainSettings]] = {
         "demo": UpsamplerTrainSettings(
             upsampler=_stage(1, 32, 128, (32, 64, 96), 1, layers_per_block=1),
             train=_cpu_train(250, 16), data=DatasetConfig(num_examples=1000, val_size=16, image_size=128),
-            max_train_images=984, eval_size=8),
+            eval_size=8),
         "base": UpsamplerTrainSettings(
             upsampler=_stage(1, 64, 256, (64, 128, 256, 256), 27),
             train=_gpu_train(200_000, 64, 1e-4), data=DatasetConfig(num_examples=200_000, image_size=256)),
@@ -189,7 +191,7 @@ PRESETS: dict[int, dict[str, UpsamplerTrainSettings]] = {
         "smoke": UpsamplerTrainSettings(
             upsampler=_stage(2, 64, 128, (16, 32), 3, layers_per_block=1),
             train=_cpu_train(4, 2), data=DatasetConfig(num_examples=20, val_size=4, image_size=128),
-            crop=32, max_train_images=16, eval_size=1),
+            crop=32, eval_size=1),
         # Small crops, each the most detailed of 8 random windows: edges are ~0.3% of a 512 px shapes
         # image, and on plain random crops the model stayed bicubic (4 held-out images, sharpness 0.52
         # against bicubic's 0.51, with 120 steps × 4 crops of 128 or 300 × 8 of 64, BSR or stage 1's blur,
@@ -199,7 +201,7 @@ PRESETS: dict[int, dict[str, UpsamplerTrainSettings]] = {
         "demo": UpsamplerTrainSettings(
             upsampler=_stage(2, 128, 512, (16, 32, 64), 4, layers_per_block=1),
             train=_cpu_train(300, 32), data=DatasetConfig(num_examples=400, val_size=8, image_size=512),
-            crop=32, crop_tries=8, max_train_images=392, eval_size=4),
+            crop=32, crop_tries=8, eval_size=4),
         "base": UpsamplerTrainSettings(
             upsampler=_stage(2, 256, 1024, (32, 64, 128, 256), 15).override(tile=512, tile_overlap=64),
             train=_gpu_train(200_000, 32, 1e-4), data=DatasetConfig(num_examples=200_000, image_size=1024)),

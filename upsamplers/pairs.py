@@ -1,46 +1,25 @@
 """Training pairs: random crops of high-res images and their degraded, re-upsampled low-res versions.
 
-High-res images are decoded once into memory (uint8); every epoch draws new crops, levels and
-degradations from generators seeded by (seed, epoch, image index), so `batches(epoch, rank, world)`
-is a pure function of its arguments, as core.trainer.fit requires for exact resume.
+High-res images are decoded once into image shards (data/shards.py) and streamed a buffer at a time;
+every epoch draws new crops, levels and degradations from the buffer's generator, so
+`batches(epoch, rank, world)` is a pure function of its arguments, as core.trainer.fit requires for
+exact resume, and memory is that of the buffer whatever the dataset's size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
-from tqdm.auto import tqdm
 
-from core.errors import ConfigError
-from data.example import Example
 from upsamplers.config import UpsamplerConfig
 from upsamplers.degrade import degrade
 from upsamplers.model import upsample_bicubic
 
 
-def load_images(examples: Iterable[Example], size: int, limit: int, desc: str = "load") -> torch.Tensor:
-    """Up to `limit` images as uint8 [N, 3, size, size]: centre square crop, bicubic resize."""
-    pixels = []
-    for example in tqdm(examples, total=limit, desc=desc, dynamic_ncols=True, leave=False):
-        if len(pixels) >= limit:
-            break
-        square = ImageOps.fit(example.image.convert("RGB"), (size, size), method=Image.Resampling.BICUBIC)
-        pixels.append(np.asarray(square, dtype=np.uint8).transpose(2, 0, 1))
-    if not pixels:
-        raise ConfigError("the dataset yielded no images for the upsampler (empty split or every image skipped?)")
-    return torch.from_numpy(np.stack(pixels))
-
-
 def to_signed(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 → float32 in [-1, 1]."""
     return pixels.float() / 127.5 - 1.0
-
-
-def pair_seed(seed: int, epoch: int, index: int) -> int:
-    return (seed * 1_000_003 + epoch * 998_244_353 + index * 7_919) % (2**63)
 
 
 def pick_crop(image: torch.Tensor, crop: int, tries: int, g: torch.Generator) -> torch.Tensor:
@@ -63,21 +42,18 @@ def make_pair(image: torch.Tensor, cfg: UpsamplerConfig, crop: int, level_max: f
     return high, upsample_bicubic(low, (crop, crop))[0], level
 
 
-def make_batches(images: torch.Tensor, cfg: UpsamplerConfig, crop: int, batch_size: int, seed: int,
-                 crop_tries: int = 1):
-    """The `batches(epoch, rank, world)` function fit() consumes: (high [B,3,c,c], condition, level [B]);
-    each crop is the most detailed of `crop_tries` random windows."""
-    if len(images) < batch_size:
-        raise ConfigError(f"{len(images)} training images are fewer than one batch of {batch_size}")
+def pair_batches(cfg: UpsamplerConfig, crop: int, batch_size: int, crop_tries: int = 1):
+    """`prepare(rows, generator)` for ShardSet.batches: (high [B,3,c,c], condition, level [B]) from a buffer
+    of uint8 images; each crop is the most detailed of `crop_tries` random windows, each pair drawn by
+    its own generator seeded from the buffer's."""
 
-    def batches(epoch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(pair_seed(seed, epoch, 0)))
-        mine = order[rank::world].tolist()
-        for i in range(0, len(mine) - batch_size + 1, batch_size):
+    def prepare(rows: dict[str, torch.Tensor], g: torch.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
+        images = rows["images"]
+        seeds = torch.randint(0, 2**62, (len(images),), generator=g).tolist()
+        for i in range(0, len(images) - batch_size + 1, batch_size):
             pairs = [make_pair(images[j], cfg, crop, cfg.augment.train_level_max,
-                               torch.Generator().manual_seed(pair_seed(seed, epoch, j + 1)), crop_tries)
-                     for j in mine[i:i + batch_size]]
+                               torch.Generator().manual_seed(seeds[j]), crop_tries) for j in range(i, i + batch_size)]
             high, cond, level = zip(*pairs)
             yield torch.stack(high), torch.stack(cond), torch.stack(level)
 
-    return batches
+    return prepare

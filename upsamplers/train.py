@@ -17,11 +17,13 @@ from core.checkpoint import write_json
 from core.diffusion import training_scheduler, training_target
 from core.trainer import Tracker, fit, make_accelerator
 from data import open_dataset
+from data.shards import add_counts, prepare_images
+from data.skips import skip_metrics
 from upsamplers.config import PRESETS, UpsamplerConfig, UpsamplerTrainSettings, settings_for
 from upsamplers.evaluate import evaluate_upsampler
 from upsamplers.io import save_upsampler
 from upsamplers.model import Upsampler
-from upsamplers.pairs import load_images, make_batches, to_signed
+from upsamplers.pairs import pair_batches, to_signed
 
 log = logging.getLogger("upsamplers.train")
 
@@ -59,29 +61,33 @@ def train_upsampler(settings: UpsamplerTrainSettings, out_dir: str | Path,
     out_dir = Path(out_dir)
     up, size = settings.upsampler, settings.upsampler.high_res
     acc = make_accelerator(settings.train.mixed_precision)
-    train_set, val_set = open_dataset(settings.data, "train"), open_dataset(settings.data, "val")
-    images = load_images(train_set, size, settings.max_train_images, desc="load train")
-    val = to_signed(load_images(val_set, size, settings.eval_size, desc="load val"))
-    for name, ds in (("train", train_set), ("val", val_set)):
-        if ds.skips.total:
-            log.warning("%s split: %s", name, ds.skips)
+    sets = {}
+    for split, limit in (("train", settings.max_train_images), ("val", settings.eval_size)):
+        dataset = open_dataset(settings.data, split)
+        sets[split] = prepare_images(dataset, size, out_dir / "images" / split, {"dataset": dataset.fingerprint()},
+                                     limit=limit, desc=f"prepare {split}")
+    skips = skip_metrics(add_counts(sets["train"].skips, sets["val"].skips))
+    if skips.get("data.skipped"):
+        log.warning("data: %s", ", ".join(f"{k} {v:g}" for k, v in skips.items()))
+    val = to_signed(sets["val"].head(None, ("images",))["images"])
 
     torch.manual_seed(settings.train.seed)
     model = Upsampler(up)
-    batches = make_batches(images, up, settings.crop_size, settings.train.batch_size, settings.train.seed,
-                           settings.crop_tries)
+    train = settings.train
+    raw = sets["train"].batches(("images",), train.batch_size, train.seed, settings.buffer_rows,
+                                prepare=pair_batches(up, settings.crop_size, train.batch_size, settings.crop_tries))
     images: dict = {}
-    result = fit(model, make_loss(up), batches, settings.train, out_dir / "run", run_config=settings,
+    result = fit(model, make_loss(up), raw, settings.train, out_dir / "run", run_config=settings,
                  evaluate=make_evaluate(val, settings, images), tracker=tracker, accelerator=acc,
                  desc=f"upsampler {up.stage}")
     folder = out_dir / "model"
     if acc.is_main_process:
         save_upsampler(folder, result.ema.float(), {"train_settings": settings})
-        write_json(folder / "metrics.json", result.metrics)
+        write_json(folder / "metrics.json", {**result.metrics, **skips})
         if "side_by_side" in images:
             images["side_by_side"].save(out_dir / "side_by_side.png")
     acc.wait_for_everyone()
-    return folder, result.metrics
+    return folder, {**result.metrics, **skips}
 
 
 def main(argv: list[str] | None = None) -> int:
