@@ -1,7 +1,8 @@
-"""One interface for image–caption datasets: procedural shapes, image folders, tar shards."""
+"""One interface for image–caption datasets: procedural shapes, OpenMoji emoji, image folders, tar shards."""
 
 from data.captions import BadCaption, caption_text, clean_caption
 from data.config import DatasetConfig
+from data.emoji import EmojiDataset
 from data.example import Example
 from data.folder import FolderDataset
 from data.images import BadImage, load_rgb
@@ -16,6 +17,7 @@ __all__ = [
     "BadImage",
     "BadItem",
     "DatasetConfig",
+    "EmojiDataset",
     "Example",
     "FolderDataset",
     "ImageCaptionDataset",

@@ -12,8 +12,10 @@ from pydantic import Field, model_validator
 from core.config import Config
 from core.errors import ConfigError
 
-Source = Literal["shapes", "folder", "webdataset"]
+Source = Literal["shapes", "emoji", "folder", "webdataset"]
 SOURCES: tuple[str, ...] = Source.__args__
+# Built-in sources: they need no path (emoji takes one to use other SVGs than the wheel's).
+BUILT_IN: tuple[Source, ...] = ("shapes", "emoji")
 Split = Literal["train", "val"]
 
 
@@ -24,12 +26,15 @@ class DatasetConfig(Config):
 
     source: Source = "shapes"
     # folder: a directory of images; webdataset: a directory of .tar shards, one shard, a glob or
-    # webdataset's brace notation (/shards/{0000..0999}.tar).
+    # webdataset's brace notation (/shards/{0000..0999}.tar); emoji (optional): a folder of
+    # OpenMoji-style SVGs named by code points, instead of the wheel's.
     path: str | None = None
-    # shapes only: total examples over both splits, and the render resolution.
+    # shapes only: total examples over both splits.
     num_examples: int = Field(20000, ge=2)
+    # shapes and emoji: the render resolution.
     image_size: int = Field(64, ge=16)
-    # Share of examples in val; folder/webdataset decide per item from sha1(key), see splits.py.
+    # Share of examples in val; folder/webdataset decide per item from sha1(key), emoji per group of
+    # skin-tone and gender variants (never all of a group), see splits.py.
     val_fraction: float = Field(0.05, gt=0.0, lt=1.0)
     # shapes only: exact number of validation examples (overrides val_fraction).
     val_size: int | None = Field(None, ge=1)
@@ -42,7 +47,7 @@ class DatasetConfig(Config):
 
     @model_validator(mode="after")
     def _check_source(self) -> DatasetConfig:
-        if self.source != "shapes" and not self.path:
+        if self.source not in BUILT_IN and not self.path:
             raise ValueError(f"source {self.source!r} needs a path")
         if self.source == "shapes" and self.val_size is not None and self.val_size >= self.num_examples:
             raise ValueError(f"val_size {self.val_size} leaves no training examples of {self.num_examples}")
@@ -59,8 +64,8 @@ class DatasetConfig(Config):
         if not self.path:
             raise ConfigError(f"source {self.source!r} needs a path")
         path = Path(self.path).expanduser()
-        if self.source == "folder" and not path.is_dir():
-            raise ConfigError(f"folder dataset path {str(path)!r} is not an existing directory")
+        if self.source in ("folder", "emoji") and not path.is_dir():
+            raise ConfigError(f"{self.source} dataset path {str(path)!r} is not an existing directory")
         if self.source == "webdataset" and not path.exists() and not any(
                 glob.glob(p) for p in expand_braces(str(path))):
             raise ConfigError(f"webdataset path {str(path)!r} does not exist and matches no files")

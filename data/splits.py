@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch.utils.data
@@ -15,8 +16,30 @@ def split_of(key: str, val_fraction: float) -> Split:
 
     It depends on the key alone, so adding files never moves an existing one across splits.
     """
-    digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).digest()
-    return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
+    return "val" if _hash_fraction(key) < val_fraction else "train"
+
+
+def _hash_fraction(text: str) -> float:
+    digest = hashlib.sha1(text.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def grouped_split(groups: Mapping[str, Sequence[str]], val_fraction: float) -> dict[str, Split]:
+    """key -> split, holding out some variants of each group but never a whole group.
+
+    A group of n keys (e.g. one figure in several skin tones) sends floor(n·val_fraction + u)
+    of them to val, u a hash of the group, at most n - 1: the keys with the lowest sha1, so
+    every held-out key has a sibling in train. Single keys go by `split_of`.
+    """
+    splits: dict[str, Split] = {}
+    for group, keys in groups.items():
+        if len(keys) == 1:
+            splits[keys[0]] = split_of(keys[0], val_fraction)
+            continue
+        n_val = min(int(len(keys) * val_fraction + _hash_fraction(f"group/{group}")), len(keys) - 1)
+        ranked = sorted(keys, key=lambda key: (_hash_fraction(key), key))
+        splits.update({key: "val" if rank < n_val else "train" for rank, key in enumerate(ranked)})
+    return splits
 
 
 def reader_slot(rank: int, world: int) -> tuple[int, int]:

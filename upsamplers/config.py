@@ -17,6 +17,7 @@ from core.diffusion import NoiseConfig, Sampler
 from core.errors import ConfigError
 from core.trainer import TrainConfig
 from data import DatasetConfig
+from data.config import BUILT_IN
 
 Stage = Literal[1, 2]
 Interpolation = Literal["bilinear", "bicubic", "area"]
@@ -218,6 +219,6 @@ def settings_for(stage: int, preset: str, overrides: list[str] | tuple[str, ...]
     if stage not in PRESETS:
         raise ConfigError(f"unknown upsampler stage {stage!r}; choose 1 (64→256) or 2 (256→1024)")
     settings = apply_overrides(pick_preset(PRESETS[stage], preset, f"stage-{stage} upsampler"), overrides)
-    if settings.data.source == "shapes" and settings.data.image_size < settings.upsampler.high_res:
+    if settings.data.source in BUILT_IN and settings.data.image_size < settings.upsampler.high_res:
         settings = settings.override(data={**settings.data.model_dump(), "image_size": settings.upsampler.high_res})
     return settings
