@@ -48,7 +48,10 @@ class FolderDataset(MapDataset):
                 self.root,
                 min(unmatched),
             )
-        self._keys = [name for name in images if split_of(name, cfg.val_fraction) == split]
+        self._same = identical_files(self.root, self._listing, images)
+        # identical pictures share a split (their first name's), so none is both trained and held out
+        self._keys = [name for name in images if split_of(self._same.get(name, name), cfg.val_fraction) == split]
+        self._duplicates = self._find_duplicates()
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -57,8 +60,26 @@ class FolderDataset(MapDataset):
         self._check_index(index)
         return self._keys[index]
 
+    def _find_duplicates(self) -> dict[str, str]:
+        """Files whose picture and caption repeat an earlier file's: the pair is in the data already.
+        (The same picture with another caption is a second caption of it, and kept.)"""
+        first: dict[tuple[str, object], str] = {}
+        duplicates = {}
+        for name in sorted(self._same):
+            pair = (self._same[name], self._raw_caption(name))
+            if pair[1] is None:  # no caption: counted as such when read
+                continue
+            if pair in first:
+                duplicates[name] = first[pair]
+            else:
+                first[pair] = name
+        return duplicates
+
     def __getitem__(self, index: int) -> Example | None:
         key = self.key(index)
+        if key in self._duplicates:
+            self.skips.add("duplicate_file", key, f"same picture and caption as {self._duplicates[key]}")
+            return None
         try:
             caption = caption_text(self._raw_caption(key))
             image, converted_from = load_rgb(self.root / key, min_side=self.cfg.min_side)
@@ -88,6 +109,29 @@ class FolderDataset(MapDataset):
             digest.update(f"\0{name}\0{size}\0{mtime_ns}".encode("utf-8", "surrogateescape"))
         digest.update(self._index_digest)
         return digest.hexdigest()[:16]
+
+
+def identical_files(root: Path, listing: dict[str, tuple[int, int]], names: list[str]) -> dict[str, str]:
+    """For files with the very same bytes as another, the first (sorted) such file's name. Only files
+    that share their size with another are read and hashed, so a large tree costs little."""
+    by_size: dict[int, list[str]] = {}
+    for name in names:
+        size = listing[name][0]
+        if size > 0:
+            by_size.setdefault(size, []).append(name)
+    same: dict[str, str] = {}
+    for group in (g for g in by_size.values() if len(g) > 1):
+        by_digest: dict[bytes, list[str]] = {}
+        for name in sorted(group):
+            try:
+                digest = hashlib.sha1((root / name).read_bytes()).digest()
+            except OSError:  # reported when the item is read
+                continue
+            by_digest.setdefault(digest, []).append(name)
+        for members in by_digest.values():
+            if len(members) > 1:
+                same.update(dict.fromkeys(members, members[0]))
+    return same
 
 
 def _scan(root: Path) -> dict[str, tuple[int, int]]:

@@ -60,9 +60,9 @@ def test_skips_are_logged_once_per_reason(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="data"):
         ds = open_dataset(folder(tmp_path, val_fraction=1e-9), "train")
         list(ds)
-    reasons = {c.skip for c in CASES if c.skip}
+    reasons = {c.skip for c in CASES if c.skip} | {"duplicate_file"}  # the copies repeat picture and caption
     assert len([r for r in caplog.records if r.getMessage().startswith("skipped")]) == len(reasons)
-    assert ds.skips.total == 2 * sum(1 for c in CASES if c.skip)
+    assert ds.skips.total == 2 * len(CASES) - len(KEPT)
 
 
 def test_tsv_details(tmp_path):
@@ -120,14 +120,14 @@ def test_fingerprint_tracks_contents(tmp_path):
 
 
 def test_split_is_stable_when_the_folder_grows(tmp_path):
-    for i in range(40):
-        (tmp_path / f"{i:03d}.png").write_bytes(image_bytes())
+    for i in range(40):  # distinct pictures: identical ones share a split
+        (tmp_path / f"{i:03d}.png").write_bytes(image_bytes(size=(24, 10 + i)))
         (tmp_path / f"{i:03d}.txt").write_text(f"image {i}")
     cfg = folder(tmp_path)
     before = {split: {e.key for e in open_dataset(cfg, split)} for split in ("train", "val")}
     assert before["train"] and before["val"] and not before["train"] & before["val"]
     for i in range(40, 80):
-        (tmp_path / f"{i:03d}.png").write_bytes(image_bytes())
+        (tmp_path / f"{i:03d}.png").write_bytes(image_bytes(size=(24, 10 + i)))
         (tmp_path / f"{i:03d}.txt").write_text(f"image {i}")
     after = {split: {e.key for e in open_dataset(cfg, split)} for split in ("train", "val")}
     assert before["train"] <= after["train"] and before["val"] <= after["val"]
@@ -150,3 +150,17 @@ def test_bad_paths(tmp_path):
     (tmp_path / "notes.txt").write_text("no images here")
     with pytest.raises(ConfigError, match="no images"):
         open_dataset(folder(tmp_path), "train")
+
+
+def test_repeated_pairs_are_counted_and_repeated_pictures_share_a_split(tmp_path):
+    picture = image_bytes(size=(40, 30))
+    for name in ("a.png", "b.png", "c.png", "d.png"):
+        (tmp_path / name).write_bytes(picture)
+    (tmp_path / "other.png").write_bytes(image_bytes(size=(40, 31)))
+    (tmp_path / "captions.tsv").write_text("a.png\tone\nb.png\tone\nc.png\ttwo\nd.png\tone\nother.png\tone\n")
+    datasets, (train, val), skips = read_both_splits(folder(tmp_path, val_fraction=0.5))
+    assert skips.skipped == {"duplicate_file": 2}  # b and d repeat a's picture and caption
+    kept = {e.key: e.caption for e in train + val}
+    assert kept == {"a.png": "one", "c.png": "two", "other.png": "one"}  # another caption of a picture stays
+    same_split = [ds for ds in datasets if any(e.key == "a.png" for e in ds)][0]
+    assert any(e.key == "c.png" for e in same_split), "a picture is never in both splits"
