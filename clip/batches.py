@@ -16,19 +16,30 @@ import torch
 SPECIAL_TOKENS = (0, 49406, 49407)
 
 
+DENSE_LIMIT = 1 << 24  # entries of a bag-of-tokens matrix kept dense (64 MB); larger ones stay sparse
+
+
 def bag_of_tokens(ids: torch.Tensor) -> torch.Tensor:
-    """Binary token-presence matrix [N, V] over the tokens these captions use (special tokens left out)."""
-    vocab, inverse = torch.unique(ids, return_inverse=True)
-    matrix = torch.zeros(len(ids), len(vocab))
-    matrix.scatter_(1, inverse, 1.0)
-    keep = ~torch.isin(vocab, torch.tensor(SPECIAL_TOKENS))
-    return matrix[:, keep]
+    """Binary token-presence matrix [N, V] over the tokens these captions use (special tokens left out):
+    dense while small, else sparse (a few entries per caption: the memory of the captions, not N × V)."""
+    rows = torch.arange(len(ids)).repeat_interleave(ids.shape[1])
+    tokens = ids.reshape(-1).long()
+    keep = ~torch.isin(tokens, torch.tensor(SPECIAL_TOKENS))
+    vocab, compact = torch.unique(tokens[keep], return_inverse=True)
+    if len(ids) * len(vocab) <= DENSE_LIMIT:
+        return torch.zeros(len(ids), len(vocab)).index_put_((rows[keep], compact), torch.ones(1))
+    pairs = torch.unique(torch.stack([rows[keep], compact]), dim=1)
+    with torch.sparse.check_sparse_tensor_invariants(True):
+        return torch.sparse_coo_tensor(pairs, torch.ones(pairs.shape[1]), (len(ids), len(vocab))).coalesce()
 
 
 def neighbours(words: torch.Tensor, anchors: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """For each anchor, k examples with the largest word overlap that are not the same word set."""
-    overlap = words[anchors] @ words.T  # [A, N]
-    sizes = words.sum(1)
+    if words.is_sparse:
+        overlap = torch.sparse.mm(words, words.index_select(0, anchors).to_dense().T).T  # [A, N]
+        sizes = torch.sparse.sum(words, dim=1).to_dense()
+    else:
+        overlap, sizes = words[anchors] @ words.T, words.sum(1)
     same = (overlap == sizes[anchors, None]) & (overlap == sizes[None, :])
     score = overlap + 0.5 * torch.rand(overlap.shape, generator=generator)
     score[same] = -1.0

@@ -104,6 +104,15 @@ def test_hard_negative_batches_hold_near_but_not_identical_captions():
             assert captions[other] != captions[anchor]
             shared = float(words[anchor] @ words[other])
             assert shared >= words[anchor].sum() - 2, "neighbours differ in at most a couple of words"
+    import clip.batches
+
+    dense_first = [b[0] for b in prepare(rows, torch.Generator().manual_seed(0))]
+    clip.batches.DENSE_LIMIT, limit = 0, clip.batches.DENSE_LIMIT  # the sparse form picks the same neighbours
+    try:
+        sparse_first = [b[0] for b in prepare(rows, torch.Generator().manual_seed(0))]
+    finally:
+        clip.batches.DENSE_LIMIT = limit
+    assert all(torch.equal(a, b) for a, b in zip(dense_first, sparse_first))
     random_only = contrastive_batches(batch_size=32)
     assert sum(len(b[0]) for b in random_only(rows, torch.Generator())) == 384
 
