@@ -123,10 +123,23 @@ def train(stage: str, root: Path, n: int) -> None:
         from upsamplers.train import train_upsampler
 
         train_upsampler(settings_for(1, "smoke", upsampler_overrides(n)), root / "upsampler1")
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory (VmHWM: getrusage's maxrss keeps the parent's peak
+    across fork and exec, so it would report the benchmark's, not the stage's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(stage: str, root: Path, n: int) -> dict:
+    import shutil
+
+    for leftover in ("run", "model", "draft_run"):  # train from scratch, never resume an earlier measurement
+        shutil.rmtree(root / stage / leftover, ignore_errors=True)
     start = time.perf_counter()
     out = subprocess.run([sys.executable, __file__, "--child", stage, str(root), str(n)], capture_output=True,
                          text=True, cwd=ROOT)

@@ -1,13 +1,20 @@
-"""The one-command demo: train the cascade on the built-in shapes data, then make images with it.
+"""The one-command demo: train the cascade on the built-in data, then draw and score images with it.
 
-    python -m flows.demo --preset demo     # what `make demo` runs
-    python -m flows.demo --preset smoke    # the same path in a few minutes
+    python -m flows.demo --preset demo                 # what `make demo` runs: the emoji artworks
+    python -m flows.demo --preset demo --data shapes   # `make demo-shapes`: the controlled benchmark
+    python -m flows.demo --preset smoke                # the same path in a few minutes
+
+It draws held-out captions (never trained on) at the cascade's full resolution and training captions
+at the first upsampler's, scores both against the real images of the same captions (CLIP score,
+caption retrieval, KID; the shapes readings on shapes), writes a contact sheet of generated beside
+real, and runs a variation, an interpolation and a text diff. Everything goes to `outputs/`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from pathlib import Path
 
@@ -16,98 +23,186 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.generate import generate_flow
 from flows.interpolate import interpolate_flow
-from flows.presets import CASCADE_PRESETS
+from flows.presets import CASCADE_PRESETS, CascadeSettings
 from flows.text_diff import text_diff_flow
 from flows.train import train_cascade
 from flows.variations import variations_flow
 
+# The text diff each built-in dataset shows: (from, to) in a caption.
+EDITS = {"emoji": ("light skin tone", "dark skin tone"), "shapes": None}
 
-def held_out_prompts(preset: str, count: int) -> list[str]:
-    """Canonical captions of the shapes validation stream: never seen in training."""
+
+def final_data(settings: CascadeSettings):
+    """The dataset as the CLIP trained on it, its pictures at the cascade's full resolution."""
+    return settings.clip.data.override(image_size=settings.upsampler2.upsampler.high_res)
+
+
+def pick_examples(settings: CascadeSettings, split: str, count: int, seed: int = 0) -> list:
+    """`count` examples of a split (a fixed sample), their pictures at the full resolution."""
     from data import open_dataset
-    from flows.presets import cascade_settings
 
-    val = open_dataset(cascade_settings(preset).clip.data, "val")
-    return [val.caption(i) for i in range(min(count, len(val)))]
+    dataset = open_dataset(final_data(settings), split)
+    if hasattr(dataset, "__len__"):
+        order = sorted(range(len(dataset)), key=lambda i: random.Random(f"{seed}/{i}").random())
+        picked = (dataset[i] for i in order)
+    else:
+        picked = iter(dataset)
+    out = []
+    for example in picked:
+        if example is not None:
+            out.append(example)
+        if len(out) == count:
+            break
+    return out
 
 
-def recolour(prompt: str) -> str:
-    """The text-diff target: the same caption with another object colour."""
-    from data.shapes import canonical_caption, parse_caption
+def split_captions(settings: CascadeSettings, split: str, limit: int = 1000) -> list[str]:
+    """Up to `limit` distinct captions of a split."""
+    from data import open_dataset
 
-    attrs = parse_caption(prompt)
-    colour = "blue" if attrs.color != "blue" and attrs.background != "blue" else "red"
-    if attrs.background == colour:
-        colour = "yellow"
-    return canonical_caption(attrs.replace(color=colour))
+    dataset = open_dataset(settings.clip.data, split)
+    if hasattr(dataset, "caption"):
+        captions = (dataset.caption(i) for i in range(len(dataset)))
+    else:
+        captions = (e.caption for e in dataset)
+    unique: dict[str, None] = {}
+    for caption in captions:
+        unique.setdefault(caption)
+        if len(unique) == limit:
+            break
+    return list(unique)
+
+
+def caption_pool(captions: list[str], examples: list, size: int) -> list[str]:
+    """The captions retrieval ranks among: `size` of `captions`, the examples' own included."""
+    own = list(dict.fromkeys(e.caption for e in examples))
+    rest = [c for c in captions if c not in set(own)]
+    random.Random(0).shuffle(rest)
+    return own + rest[:max(0, size - len(own))]
 
 
 @task(cache_policy=NO_CACHE)
-def score_images(paths: list[str], prompts: list[str], images_per_prompt: int) -> dict[str, float]:
-    """Zero-shot attribute accuracy of the generated images, judged by the project's CLIP."""
-    from unclip.evaluate import prompt_accuracy
+def score(paths: list[str], examples: list, pool: list[str]) -> dict[str, float]:
+    """The generic figures of the generated images beside the real ones (unclip.evaluate), judged by the
+    cascade's CLIP."""
+    from unclip.evaluate import champion_encoder, image_metrics
 
-    return prompt_accuracy(paths, [p for p in prompts for _ in range(images_per_prompt)])
+    return image_metrics(paths, [e.caption for e in examples], champion_encoder(), pool, [e.image for e in examples])
+
+
+@task(cache_policy=NO_CACHE)
+def write_sheet(paths: list[str], examples: list, out: Path, name: str) -> str:
+    """Generated beside real, one pair per caption, at the generated images' size; logged to MLflow."""
+    from PIL import Image
+
+    from core import tracking
+    from unclip.provenance import pair_sheet, save_png
+
+    generated = [Image.open(p).convert("RGB") for p in paths]
+    sheet = pair_sheet(generated, [e.image for e in examples], [e.caption for e in examples])
+    path = save_png(sheet, out / f"{name}.png", {"task": "contact_sheet", "left": "generated", "right": "real"})
+    with tracking.start_run("unclip-demo", run_name=name) as tracker:
+        tracker.log_artifact(path, "contact_sheets")
+    return str(path)
+
+
+def edit_of(source: str, examples: list) -> tuple[object, str, str] | None:
+    """(example, from caption, to caption) for the text diff: the dataset's own edit where one fits."""
+    edit = EDITS.get(source)
+    if source == "shapes":
+        from data.shapes import canonical_caption, parse_caption
+
+        for example in examples:
+            attrs = parse_caption(example.caption)
+            if attrs is not None:
+                colour = next(c for c in ("blue", "red", "yellow") if c not in (attrs.color, attrs.background))
+                return example, example.caption, canonical_caption(attrs.replace(color=colour))
+    if edit is None:
+        return None
+    for example in examples:
+        words = f" {example.caption} "
+        if f" {edit[0]} " in words and f"-{edit[0]}" not in words:
+            return example, example.caption, example.caption.replace(edit[0], edit[1])
+    return None
 
 
 @flow(name="unclip-demo", log_prints=True)
-def demo_flow(preset: str = "demo", workdir: str = "runs", out: str = "outputs", prompts: int = 8,
-              images_per_prompt: int = 4, overrides: list[str] | None = None) -> dict:
+def demo_flow(preset: str = "demo", workdir: str = "runs", out: str = "outputs", prompts: int = 32,
+              overrides: list[str] | None = None, data: str | None = None) -> dict:
     from core.errors import ConfigError
     from flows.presets import cascade_settings
 
-    if prompts < 2 or images_per_prompt < 1:
-        raise ConfigError(f"the demo needs at least 2 prompts (an interpolation joins two of their images) and 1 image "
-                          f"per prompt, got {prompts} and {images_per_prompt}")
+    if prompts < 2:
+        raise ConfigError(f"the demo needs at least 2 prompts (an interpolation joins two images), got {prompts}")
+    settings = cascade_settings(preset, overrides or [], data)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    results = train_cascade(preset, overrides or [], workdir)
+    results = train_cascade(preset, overrides or [], workdir, data=data)
     timings["train"] = time.perf_counter() - start
-    # The CLIP judges at its own small resolution, so the scored images and the manipulations stop
-    # after the first upsampler; two images go through the whole cascade to show its output (each costs
-    # ~5 s in the second upsampler at 512 px on the 2 cores, more than a scored image in all stages before).
-    size = cascade_settings(preset, overrides or []).upsampler1.upsampler.high_res
-    chosen = held_out_prompts(preset, prompts)
+    out_dir = Path(out)
     t = time.perf_counter()
-    paths, _ = generate_flow(chosen, num_images=images_per_prompt, output_size=size, out=f"{out}/generate",
-                             progress=False)
-    full_paths, _ = generate_flow(chosen[:2], num_images=1, out=f"{out}/full_resolution", progress=False)
+    held, seen = pick_examples(settings, "val", prompts), pick_examples(settings, "train", prompts)
+    val_paths, _ = generate_flow([e.caption for e in held], out=f"{out}/heldout", progress=False)
+    train_paths, _ = generate_flow([e.caption for e in seen], output_size=settings.upsampler1.upsampler.high_res,
+                                   out=f"{out}/train_captions", progress=False)
     timings["generate"] = time.perf_counter() - t
-    accuracy = score_images(paths[:-1], chosen, images_per_prompt)
     t = time.perf_counter()
-    first, second = paths[0], paths[images_per_prompt]
-    var_paths, _ = variations_flow(first, num_images=4, output_size=size, out=f"{out}/variations", progress=False)
-    int_paths, _ = interpolate_flow(first, second, frames=5, output_size=size, out=f"{out}/interpolate",
-                                    progress=False)
-    diff_paths, _ = text_diff_flow(first, chosen[0], recolour(chosen[0]), output_size=size, out=f"{out}/text_diff",
-                                   progress=False)
+    held_out = split_captions(settings, "val")  # retrieval ranks among all of them (as many for training ones)
+    figures = {"heldout": score(val_paths[:-1], held, caption_pool(held_out, held, len(held_out))),
+               "train_captions": score(train_paths[:-1], seen, caption_pool(split_captions(settings, "train"), seen,
+                                                                           len(held_out)))}
+    sheets = {"heldout": write_sheet(val_paths[:-1], held, out_dir, "contact_sheet_heldout"),
+              "train_captions": write_sheet(train_paths[:-1], seen, out_dir, "contact_sheet_train")}
+    timings["score"] = time.perf_counter() - t
+    t = time.perf_counter()
+    grids = manipulations(settings, held + seen, train_paths, out)
     timings["manipulations"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     summary = {
-        "preset": preset,
+        "preset": preset, "data": settings.data_source,
         "models": {k: f"{r.model_name} v{r.version}" + (" (reused)" if r.skipped else "") for k, r in results.items()},
         "stage_metrics": {k: r.metrics for k, r in results.items()},
-        "attribute_accuracy": accuracy,
+        "generated": figures, "contact_sheets": sheets,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
-        "grids": {"full_resolution": full_paths[-1], "generate": paths[-1], "variations": var_paths[-1],
-                  "interpolate": int_paths[-1], "text_diff": diff_paths[-1]},
+        "grids": {"heldout": val_paths[-1], "train_captions": train_paths[-1], **grids},
     }
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def manipulations(settings: CascadeSettings, examples: list, train_paths: list[str], out: str) -> dict[str, str]:
+    """A variation and an interpolation of generated images, and the dataset's text diff of a real one."""
+    size = settings.upsampler1.upsampler.high_res
+    grids = {}
+    paths, _ = variations_flow(train_paths[0], num_images=4, output_size=size, out=f"{out}/variations", progress=False)
+    grids["variations"] = paths[-1]
+    paths, _ = interpolate_flow(train_paths[0], train_paths[1], frames=5, output_size=size, out=f"{out}/interpolate",
+                                progress=False)
+    grids["interpolate"] = paths[-1]
+    edit = edit_of(settings.data_source, examples)
+    if edit is not None:
+        example, before, after = edit
+        source = Path(out) / "text_diff_source.png"
+        source.parent.mkdir(parents=True, exist_ok=True)
+        example.image.save(source)
+        paths, _ = text_diff_flow(str(source), before, after, output_size=size, out=f"{out}/text_diff", progress=False)
+        grids["text_diff"] = paths[-1]
+    return grids
 
 
 def report(summary: dict, out: str) -> None:
     from core import tracking
 
-    print("\nunclip demo finished")
+    print(f"\nunclip demo finished ({summary['data']} data)")
     for stage, model in summary["models"].items():
         print(f"  {stage:<11} {model}")
-    acc = summary["attribute_accuracy"]
-    print("  attribute accuracy of the generated images (held-out prompts): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in acc.items()))
+    for name, figures in summary["generated"].items():
+        keys = ("clip_score", "clip_score_real", "caption_top5", "caption_real_top5", "kid", "kid_real_split")
+        print(f"  {name}: " + ", ".join(f"{k} {figures[k]:.3g}" for k in keys if k in figures))
     print("  time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in summary["timings_s"].items()))
-    print(f"\nimages:   {Path(out).resolve()}  (grids: " + ", ".join(summary["grids"].values()) + ")")
+    print(f"\nimages:   {Path(out).resolve()}")
+    print("contact sheets (generated | real): " + ", ".join(summary["contact_sheets"].values()))
     print(f"summary:  {Path(out).resolve() / 'demo_summary.json'}")
     print(f"MLflow:   {tracking.tracking_uri()}\n          open the UI with: .venv/bin/mlflow ui --backend-store-uri "
           f"{tracking.tracking_uri()}")
@@ -118,18 +213,21 @@ def report(summary: dict, out: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="demo", choices=CASCADE_PRESETS)
+    parser.add_argument("--data", default=None, metavar="SOURCE[:PATH]",
+                        help="emoji (the demo's default), shapes, folder:/path or webdataset:/shards/... (see flows.train)")
     parser.add_argument("--workdir", default="runs", help="checkpoints, shards and model folders (default: runs)")
     parser.add_argument("--out", default="outputs", help="where the images go (default: outputs)")
-    parser.add_argument("--prompts", type=int, default=8, help="held-out prompts to draw (default: 8)")
-    parser.add_argument("--images-per-prompt", type=int, default=4, help="images per prompt (default: 4)")
+    parser.add_argument("--prompts", type=int, default=32, help="held-out and training captions drawn (default: 32)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a training setting, e.g. prior.train.steps=500 (repeatable)")
     args = parser.parse_args(argv)
     from flows.runtime import run_flow_cli
 
     def job():
-        report(demo_flow(args.preset, args.workdir, args.out, args.prompts, args.images_per_prompt, args.overrides),
-               args.out)
+        from flows.presets import cascade_settings
+
+        cascade_settings(args.preset, args.overrides, args.data)  # settings mistakes before Prefect starts
+        report(demo_flow(args.preset, args.workdir, args.out, args.prompts, args.overrides, args.data), args.out)
     return run_flow_cli(job)
 
 

@@ -19,8 +19,16 @@ from upsamplers.config import settings_for as upsampler_settings
 CASCADE_PRESETS = ("smoke", "demo", "base", "paper")
 # The stages that read images; `data.<key>=<value>` sets the key in each of them.
 DATA_STAGES = ("clip", "upsampler1", "upsampler2")
+# The data each preset trains on unless told otherwise: the built-in real dataset, except for the smoke
+# preset, whose procedural shapes need no rasterising (CI runs it many times).
+DEFAULT_DATA = {"smoke": "shapes", "demo": "emoji", "base": "emoji", "paper": "emoji"}
 # Settings one dataset needs on top of a preset (applied after the data is chosen, before --set).
-RECIPES: dict[str, dict[str, list[str]]] = {}
+RECIPES: dict[str, dict[str, list[str]]] = {
+    "emoji": {
+        # the second upsampler crops 512 px pictures: a thousand of them vary enough for its few steps
+        "demo": ["upsampler2.max_train_images=1000"],
+    },
+}
 # Measured on the 2 shared cores, demo: decoder, prior and upsamplers one after another with 2 threads
 # 16.0 min, side by side with 1 thread each 18.0 min: the decoder is most of that work and ran 1.8x
 # slower on one thread beside the upsamplers, so demo keeps 1 lane. smoke takes 2, so that CI runs the
@@ -86,7 +94,8 @@ def expand_data(overrides: list[str] | tuple[str, ...]) -> tuple[list[str], list
 def cascade_settings(preset: str = "demo", overrides: list[str] | tuple[str, ...] = (),
                      data: str | None = None) -> CascadeSettings:
     """Settings of every stage; overrides address a stage, e.g. `prior.train.steps=500`, or every stage
-    that reads images, e.g. `data.source=folder`. `data` is the --data form of the same."""
+    that reads images, e.g. `data.source=folder`. `data` is the --data form of the same (default: the
+    preset's DEFAULT_DATA); the dataset's RECIPES come before the overrides."""
     clip_preset = "base" if preset == "paper" else preset  # the paper used a pretrained CLIP; see README
     if preset not in CASCADE_PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(CASCADE_PRESETS)}")
@@ -100,7 +109,7 @@ def cascade_settings(preset: str = "demo", overrides: list[str] | tuple[str, ...
         lanes=LANES.get(preset, 1),
         upsamplers_beside_clip=preset in ("smoke", "demo"),
     )
-    shared, rest = expand_data([*data_overrides(data), *overrides])
+    shared, rest = expand_data([*data_overrides(data or DEFAULT_DATA[preset]), *overrides])
     settings = apply_overrides(settings, shared)
     recipe = RECIPES.get(settings.data_source, {}).get(preset, [])
     return apply_overrides(settings, [*recipe, *rest])

@@ -105,18 +105,25 @@ def test_demo_scores_generates_and_manipulates(harness, cascade):
     from flows.presets import cascade_settings
 
     out = harness / "demo-out"
-    summary = demo_flow("smoke", str(harness), str(out), prompts=2, images_per_prompt=2, overrides=TINY)
+    summary = demo_flow("smoke", str(harness), str(out), prompts=4, overrides=TINY)
     assert all(model.endswith("(reused)") for model in summary["models"].values())  # trained above
-    assert set(summary["attribute_accuracy"]) == {"color", "shape", "size", "position", "background", "min"}
-    assert all(0 <= v <= 1 for v in summary["attribute_accuracy"].values())
-    assert set(summary["timings_s"]) == {"train", "generate", "manipulations", "total"}
+    for name in ("heldout", "train_captions"):
+        figures = summary["generated"][name]
+        assert {"clip_score", "clip_score_real", "caption_top5", "caption_real_top5", "kid"} <= set(figures), name
+        assert {"zeroshot_color", "zeroshot_min", "zeroshot_real_shape"} <= set(figures), "the shapes probe"
+        assert 0 <= figures["caption_top1"] <= figures["caption_top5"] <= 1
+        assert Path(summary["contact_sheets"][name]).is_file()
+    assert set(summary["timings_s"]) == {"train", "generate", "score", "manipulations", "total"}
     sizes = cascade_settings("smoke", TINY)
-    with Image.open(out / "generate" / "generate-000.png") as scored, \
-            Image.open(out / "full_resolution" / "generate-000.png") as full:
-        assert scored.size == (sizes.upsampler1.upsampler.high_res,) * 2
+    with Image.open(out / "heldout" / "generate-000.png") as full, \
+            Image.open(out / "train_captions" / "generate-000.png") as scored, \
+            Image.open(summary["contact_sheets"]["heldout"]) as sheet:
         assert full.size == (sizes.upsampler2.upsampler.high_res,) * 2
+        assert scored.size == (sizes.upsampler1.upsampler.high_res,) * 2
+        assert sheet.width > 8 * full.width  # 4 pairs of generated and real side by side
+    assert set(summary["grids"]) == {"heldout", "train_captions", "variations", "interpolate", "text_diff"}
     assert all(Path(grid).is_file() for grid in summary["grids"].values())
-    assert json.loads((out / "demo_summary.json").read_text())["attribute_accuracy"] == summary["attribute_accuracy"]
+    assert json.loads((out / "demo_summary.json").read_text())["generated"] == summary["generated"]
 
 
 def test_demo_refuses_too_few_prompts(harness):

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 from PIL.PngImagePlugin import PngInfo
 
 from core.checkpoint import write_atomic
@@ -86,9 +86,25 @@ def contact_sheet(images: Sequence[Image.Image], columns: int | None = None, lab
         r, c = divmod(i, columns)
         x, y = pad + c * (width + pad), pad + r * (height + pad + label_h)
         sheet.paste(image.convert("RGB"), (x, y))
-        if labels:
-            draw.text((x + 1, y + height), str(labels[i])[: max(1, width // 6)], fill=(0, 0, 0))
+        if labels:  # a label may run on under the tiles after it that have none, to the row's end
+            span = 1
+            while c + span < columns and i + span < len(labels) and not labels[i + span]:
+                span += 1
+            draw.text((x + 1, y + height), str(labels[i])[: max(1, span * width // 6)], fill=(0, 0, 0))
     return sheet
+
+
+def pair_sheet(left: Sequence[Image.Image], right: Sequence[Image.Image], labels: Sequence[str],
+               pairs_per_row: int = 4) -> Image.Image:
+    """Pairs side by side (e.g. generated | real), `pairs_per_row` pairs a row, each labelled; the right
+    images are fitted to the left ones' size."""
+    if len(left) != len(right) or len(left) != len(labels):
+        raise ValueError(f"{len(left)} left images, {len(right)} right images and {len(labels)} labels")
+    tiles, names = [], []
+    for a, b, label in zip(left, right, labels):
+        tiles += [a, ImageOps.fit(b.convert("RGB"), a.size, method=Image.Resampling.BICUBIC)]
+        names += [label, ""]
+    return contact_sheet(tiles, columns=2 * pairs_per_row, labels=names)
 
 
 def save_run(images: Sequence[Image.Image], out_dir: str | Path, stem: str, columns: int | None = None,
