@@ -22,6 +22,7 @@ from core.checkpoint import write_json
 from core.diffusion import training_scheduler, training_target
 from core.errors import ConfigError
 from core.trainer import Tracker, TrainConfig, fit, make_accelerator
+from core.vlb import split_variance, vlb_loss
 from decoder.config import DecoderSettings, settings_for
 from decoder.io import save_decoder
 from decoder.model import CONDITIONS, Decoder
@@ -140,11 +141,15 @@ def make_loss(settings: DecoderSettings):
         x_t = scheduler.add_noise(x0, noise, t)
         drop_image = torch.rand(b, device=x0.device) < cfg.image_dropout
         drop_text = torch.rand(b, device=x0.device) < cfg.text_dropout
-        out = model(x_t, t, **{k: batch[k] for k in CONDITIONS}, drop_image=drop_image, drop_text=drop_text)
-        err = image_error(out.float() - training_target(scheduler, x0, noise, t),
+        out = model(x_t, t, **{k: batch[k] for k in CONDITIONS}, drop_image=drop_image, drop_text=drop_text).float()
+        vlb = 0.0
+        if cfg.learned_variance:  # the MSE trains the mean channels, the bound the variance (core.vlb)
+            out, v = split_variance(out)
+            vlb = vlb_loss(scheduler, x0, x_t, t, out, v).mean()
+        err = image_error(out - training_target(scheduler, x0, noise, t),
                           pixel_weights(batch["images"], settings.outline_weight))
         weights = snr_weights(scheduler, t, settings.min_snr_gamma)
-        return err.mean() if weights is None else (err * weights).mean()
+        return (err.mean() if weights is None else (err * weights).mean()) + vlb
     return loss_fn
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from core.checkpoint import write_json
 from core.diffusion import training_scheduler, training_target
 from core.trainer import Tracker, fit, make_accelerator
+from core.vlb import split_variance, vlb_loss
 from data import open_dataset
 from data.shards import add_counts, prepare_images
 from data.skips import skip_metrics
@@ -40,7 +41,11 @@ def make_loss(cfg: UpsamplerConfig):
         t = torch.randint(0, steps, (high.shape[0],), device=high.device)
         x_t = scheduler.add_noise(high, noise, t)
         target = training_target(scheduler, high, noise, t)
-        return F.mse_loss(model(x_t, t, condition, level).float(), target.float())
+        out = model(x_t, t, condition, level).float()
+        if not cfg.model.learned_variance:
+            return F.mse_loss(out, target.float())
+        out, v = split_variance(out)  # the MSE trains the mean, the bound the variance (core.vlb)
+        return F.mse_loss(out, target.float()) + vlb_loss(scheduler, high, x_t, t, out, v).mean()
 
     return loss_fn
 
