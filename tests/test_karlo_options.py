@@ -102,6 +102,20 @@ def test_karlos_super_resolution_builds_from_config_and_its_last_step_is_the_sec
     assert out.shape == (1, 3, 16, 16) and calls == ["first", "first", "last"]
 
 
+def test_new_models_refuse_parts_that_only_come_with_converted_weights():
+    from prior.config import PriorConfig
+    from prior.train import PriorTrainSettings, build_prior
+    from upsamplers.config import settings_for
+    from upsamplers.train import build_upsampler
+
+    settings = settings_for(1, "smoke")
+    with pytest.raises(ConfigError, match="final_step_unet"):
+        build_upsampler(settings.override(upsampler=karlo_like(final_step_unet=True).override(low_res=16, high_res=64)))
+    prior = PriorTrainSettings(prior=PriorConfig(null_caption="empty_caption"), train={"steps": 1})
+    with pytest.raises(ConfigError, match="empty caption"):
+        build_prior(prior, shards=None)
+
+
 def test_the_unclip_sampler_takes_what_karlos_scheduler_can():
     assert sampling_scheduler(EPS_NOISE, "unclip", 5).timesteps.tolist() == [99, 74, 50, 25, 0]
     for noise, steps in ((EPS_NOISE.override(prediction="v_prediction"), 5), (EPS_NOISE.override(schedule="linear"), 5),

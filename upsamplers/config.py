@@ -237,7 +237,12 @@ def settings_for(stage: int, preset: str, overrides: list[str] | tuple[str, ...]
     """A preset of one stage with `key=value` overrides applied (ConfigError on a bad name or value)."""
     if stage not in PRESETS:
         raise ConfigError(f"unknown upsampler stage {stage!r}; choose 1 (64→256) or 2 (256→1024)")
-    settings = apply_overrides(pick_preset(PRESETS[stage], preset, f"stage-{stage} upsampler"), overrides)
+    return with_data_size(apply_overrides(pick_preset(PRESETS[stage], preset, f"stage-{stage} upsampler"), overrides))
+
+
+def with_data_size(settings: UpsamplerTrainSettings) -> UpsamplerTrainSettings:
+    """A built-in dataset rendered at least at the stage's high resolution (a fine-tuned parent's may exceed
+    the preset's)."""
     if settings.data.source in BUILT_IN and settings.data.image_size < settings.upsampler.high_res:
         settings = settings.override(data={**settings.data.model_dump(), "image_size": settings.upsampler.high_res})
     return settings
