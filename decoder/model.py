@@ -100,7 +100,8 @@ class Refiner(nn.Module):
 
 
 class Decoder(nn.Module):
-    """ε/v-predicting network `forward(x, t, image_embeds, text_embeds, text_tokens, text_mask)`."""
+    """ε/v/x0-predicting network `forward(x, t, image_embeds, text_embeds, text_tokens, text_mask)`: 3 output
+    channels, or 6 with a learned variance (the prediction first)."""
 
     def __init__(self, cfg: DecoderConfig) -> None:
         super().__init__()

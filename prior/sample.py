@@ -43,7 +43,7 @@ def sample_prior(
     batch_size: int = 256,
     progress: bool = False,
 ) -> Tensor:
-    """CLIP image embeddings [B, D] (float32, unit norm, on the prior's device) for B captions.
+    """CLIP image embeddings [B, D] (float32, unit norm unless the CLIP's are raw, on the prior's device).
 
     `guidance` is the classifier-free guidance scale against the null caption (1.0: none, as the
     paper found best; Karlo uses 4.0). `best_of` candidates are drawn per caption and the one with

@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--image-encoder", default=None, metavar="DIR",
                         help="a CLIPVisionModelWithProjection folder, or a pipeline folder with image_encoder/ "
                              "(kakaobrain/karlo-v1-alpha-image-variations): the CLIP gets its image tower, for "
-                             "variations, interpolations, text diffs and fine-tuning")
+                             "variations, interpolations, text diffs and fine-tuning (default: FOLDER/image_encoder "
+                             "where to-diffusers wrote one)")
     source.add_argument("--register", action="store_true",
                         help="also register every stage in the MLflow registry (unclip-clip, unclip-prior, ...)")
     target = commands.add_parser("to-diffusers", help="MODELS -> a diffusers UnCLIPPipeline folder")

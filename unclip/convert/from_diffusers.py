@@ -13,7 +13,6 @@ candidate) and reproduces diffusers' numbers: the unconditional branches see CLI
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -37,8 +36,6 @@ from unclip.convert.layout import (
     part,
     pipeline_defaults,
 )
-
-log = logging.getLogger("unclip.convert")
 
 
 def convert_from_diffusers(folder: str | Path, out: str | Path, image_encoder: str | Path | None = None) -> dict[str, Path]:
