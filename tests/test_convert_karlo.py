@@ -55,6 +55,14 @@ def test_the_models_folder_is_what_the_pipeline_reads(models):
     assert (models / "clip" / "model.safetensors").is_file() and (models / "clip" / "tokenizer.json").is_file()
 
 
+def test_the_clip_folder_copies_as_the_same_clip(models, tmp_path):
+    from clip.pretrained import copy_clip, parse_clip_ref
+
+    spec = parse_clip_ref(str(models / "clip")).spec
+    copied = copy_clip(spec, tmp_path / "copy")
+    assert copied.fingerprint() == spec.fingerprint() and copied.normalise is False
+
+
 def test_the_stored_defaults_are_the_pipelines(pipelines):
     ours, _ = pipelines
     plan = ours.plan()
