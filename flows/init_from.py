@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from clip.spec import sha256_files
+from clip.spec import ClipSpec, check_same_clip, sha256_files
 from core import registry
 from core.config import Config
 from core.errors import ConfigError
@@ -57,6 +57,26 @@ def parse_init_from(values: Iterable[str]) -> dict[str, Parent]:
                 raise ConfigError(f"--init-from names the {parent.stage} twice")
             parents[parent.stage] = parent
     return parents
+
+
+def check_init_from(values: Iterable[str], clip: str | None, stages: Iterable[str] | None) -> dict[str, Parent]:
+    """`--init-from` checked before any flow starts: the references, and a parent prior or decoder trained
+    with another CLIP than the run's (`--clip`, else the registered one when the CLIP is not trained now)."""
+    parents = parse_init_from(values)
+    conditioned = [parents[s] for s in ("prior", "decoder") if s in parents]
+    if not conditioned or (clip is None and (stages is None or "clip" in stages)):
+        return parents  # a CLIP trained in this run: the stage itself refuses a parent of another one
+    spec = _clip_of_run(clip)
+    for parent in conditioned:
+        check_same_clip(ClipSpec.load(Path(parent.folder)), spec, f"--init-from {parent.stage}: {parent.describe()}")
+    return parents
+
+
+def _clip_of_run(clip: str | None) -> ClipSpec:
+    from clip.pretrained import parse_clip_ref
+
+    ref = parse_clip_ref(clip or "models:/unclip-clip@champion")
+    return ref.spec if not ref.registered else ClipSpec.load(registry.download_model(ref.name, ref.ref))
 
 
 def _resolve(stage: str | None, ref: str, value: str) -> list[Parent]:

@@ -31,7 +31,7 @@ from core.config import Config
 from core.devices import default_device
 from core.threads import drop_share, follow_share, post_share
 from data.config import DatasetConfig
-from flows.init_from import Parent, parse_init_from
+from flows.init_from import Parent, check_init_from, parse_init_from
 from flows.presets import CASCADE_PRESETS, CascadeSettings, cascade_settings
 from flows.stage import StageResult, run_stage, stage_folder
 
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def job():
         cascade_settings(args.preset, args.overrides, args.data)  # every settings mistake before Prefect starts
-        parse_init_from(args.init_from)  # and every bad --init-from reference
+        check_init_from(args.init_from, args.clip, args.stage)  # and every bad --init-from reference
         results = train_cascade(args.preset, args.overrides, args.workdir, args.stage, args.force, args.data,
                                 args.clip, args.init_from)
         for r in results.values():
