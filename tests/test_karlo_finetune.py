@@ -11,6 +11,9 @@ from mlflow.tracking import MlflowClient
 
 from core import registry
 
+# A Prefect test harness, a conversion with registration and three stages trained: ~45 s on 2 cores.
+pytestmark = pytest.mark.slow
+
 FEW = ["clip.data.num_examples=80", "clip.data.val_size=16", "prior.train.steps=2", "decoder.train.steps=2",
        "decoder.eval.size=4", "decoder.eval.invert_size=2", "decoder.eval.grid=0", "upsampler1.train.steps=2",
        "upsampler1.eval_size=1"]
