@@ -2,7 +2,8 @@
 
 Captions become an L2-normalised embedding plus the final-layer-norm token states before
 projection (what DALL-E 2 feeds the prior and decoder); images, either PIL images or our own
-[-1, 1] tensors, become L2-normalised embeddings.
+[-1, 1] tensors, become L2-normalised embeddings. A spec with `normalise` false (Karlo's CLIP)
+gives the raw projected embeddings instead.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class ClipBackend(Protocol):
     """What `ClipEncoder` needs from a backend; `openclip_backend` and `hf_backend` provide it."""
 
     embed_dim: int
-    image_size: int
+    image_size: int | None  # None: no image tower
     context_length: int
     text_width: int
     mean: tuple[float, ...]
@@ -82,6 +83,7 @@ class ClipEncoder:
         images = list(images)
         if not images:
             raise ConfigError("encode_image needs at least one image")
+        self._check_image_tower()
         _check_batch_size(batch_size)
         return self._encode_images(images, batch_size).clone()
 
@@ -92,8 +94,17 @@ class ClipEncoder:
                 f"encode_pixels expects a non-empty [B, 3, H, W] tensor, got shape {tuple(x.shape)}"
             )
         _check_batch_size(batch_size)
+        self._check_image_tower()
         return self._encode_pixels(x, batch_size).clone()
 
+    def _check_image_tower(self) -> None:
+        if not self.spec.has_image_tower:
+            raise ConfigError(f"the CLIP {self.spec.model} has no image tower (a Karlo text encoder converted "
+                              "without --image-encoder), so it cannot embed images: convert it again with "
+                              "`python -m unclip.convert from-diffusers ... --image-encoder DIR`")
+
+    def _unit(self, embeds: Tensor) -> Tensor:
+        return F.normalize(embeds, dim=-1) if self.spec.normalise else embeds
     @torch.inference_mode()
     def _encode_text(self, captions: list[str], batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
         ids, mask, _ = self.backend.tokenize(captions)
@@ -102,7 +113,7 @@ class ClipEncoder:
         for batch_ids, batch_mask in zip(ids.split(batch_size), mask.split(batch_size)):
             with self._autocast():
                 pooled, states = self.backend.encode_text(batch_ids, batch_mask)
-            embeds.append(F.normalize(pooled.float(), dim=-1))
+            embeds.append(self._unit(pooled.float()))
             tokens.append(states.float())
         return torch.cat(embeds), torch.cat(tokens), mask
 
@@ -126,7 +137,7 @@ class ClipEncoder:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             features = self.backend.encode_image(pixels)
-        return F.normalize(features.float(), dim=-1)
+        return self._unit(features.float())
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype == torch.float32:

@@ -1,14 +1,17 @@
-"""transformers `CLIPModel` towers behind the encoder's backend interface."""
+"""transformers `CLIPModel` towers behind the encoder's backend interface; a folder holding a
+`CLIPTextModelWithProjection` alone (a Karlo text encoder converted without its image encoder)
+gives a CLIP that encodes text only."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from PIL import Image
 from safetensors import SafetensorError
 from torch import Tensor
-from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+from transformers import CLIPImageProcessor, CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from core.errors import CheckpointError
 
@@ -19,7 +22,7 @@ _LOAD_ERRORS = (OSError, RuntimeError, ValueError, KeyError, SafetensorError)
 class HfClipBackend:
     def __init__(
         self,
-        model: CLIPModel,
+        model: CLIPModel | CLIPTextModelWithProjection,
         tokenizer: CLIPTokenizer,
         processor: CLIPImageProcessor,
         weight_files: list[Path],
@@ -29,10 +32,11 @@ class HfClipBackend:
         self.processor = processor
         self.weight_files = weight_files
         config = model.config
+        text_config = getattr(config, "text_config", config)
         self.embed_dim = int(config.projection_dim)
-        self.image_size = int(config.vision_config.image_size)
-        self.context_length = int(config.text_config.max_position_embeddings)
-        self.text_width = int(config.text_config.hidden_size)
+        self.image_size = int(config.vision_config.image_size) if hasattr(config, "vision_config") else None
+        self.context_length = int(text_config.max_position_embeddings)
+        self.text_width = int(text_config.hidden_size)
         self.mean = tuple(processor.image_mean)
         self.std = tuple(processor.image_std)
 
@@ -77,25 +81,34 @@ def load_hf_clip(directory: str, device: torch.device) -> HfClipBackend:
     )
     if not has_tokenizer:
         raise CheckpointError(f"{path}: no CLIP tokenizer (tokenizer.json or vocab.json + merges.txt)")
+    kind = CLIPTextModelWithProjection if _model_type(path) == "clip_text_model" else CLIPModel
     try:
         # dtype: transformers 5 would otherwise load in whatever dtype the config names ("auto").
-        model, info = CLIPModel.from_pretrained(
+        model, info = kind.from_pretrained(
             path, dtype=torch.float32, local_files_only=True, output_loading_info=True
         )
         tokenizer = CLIPTokenizer.from_pretrained(path, local_files_only=True)
-        processor = _image_processor(path, int(model.config.vision_config.image_size))
+        vision = getattr(model.config, "vision_config", None)
+        image_size = int(vision.image_size) if vision is not None else None
+        processor = _image_processor(path, image_size or 224)  # a text tower alone uses only its defaults
     except _LOAD_ERRORS as err:
         raise CheckpointError(f"{path}: cannot load hf CLIP: {type(err).__name__}: {err}") from None
     broken = sorted(info["missing_keys"]) + sorted(k[0] for k in info["mismatched_keys"])
     if broken:
         raise CheckpointError(f"{path}: weights missing or misshapen for {', '.join(broken[:5])}")
     crop = processor.crop_size
-    image_size = int(model.config.vision_config.image_size)
-    if (crop["height"], crop["width"]) != (image_size, image_size):
+    if image_size is not None and (crop["height"], crop["width"]) != (image_size, image_size):
         raise CheckpointError(
             f"{path}: image processor crops to {crop['height']}x{crop['width']} but the model expects {image_size}"
         )
     return HfClipBackend(model.to(device), tokenizer, processor, weight_files)
+
+
+def _model_type(path: Path) -> str | None:
+    try:
+        return json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path / 'config.json'}: cannot read ({err})") from None
 
 
 def _image_processor(path: Path, image_size: int) -> CLIPImageProcessor:

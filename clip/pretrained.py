@@ -93,6 +93,7 @@ def copy_clip(spec: ClipSpec, folder: str | Path) -> ClipSpec:
                               _copy_weights(spec.pretrained, folder))
     if spec.weights_sha256 is not None and copied.weights_sha256 != spec.weights_sha256:
         raise ConfigError(f"the CLIP copied into {folder} does not match its source (weights changed while copying?)")
+    copied = copied.override(normalise=spec.normalise)  # raw embeddings (Karlo's) are part of which CLIP it is
     copied.save(folder)
     return copied
 

@@ -27,8 +27,11 @@ class ClipSpec(Config):
     """The CLIP in use: how to load it and the dimensions every stage depends on.
 
     `model`: open_clip registered name (e.g. "ViT-B-32") or path to an open_clip model-config
-    JSON file; hf: a `CLIPModel.save_pretrained` directory. `pretrained` (open_clip only): a
-    pretrained tag or a local weights file. `weights_sha256` pins the weights' content.
+    JSON file; hf: a `CLIPModel.save_pretrained` directory (or a text tower alone). `pretrained`
+    (open_clip only): a pretrained tag or a local weights file. `weights_sha256` pins the weights'
+    content. Relative paths in a saved spec are relative to its folder. `image_size` is None for a
+    CLIP without an image tower (a converted Karlo text encoder); `normalise` false hands the stages
+    CLIP's raw projected embeddings, which Karlo's prior and decoder were trained on.
     """
 
     backend: Literal["open_clip", "hf"]
@@ -36,9 +39,14 @@ class ClipSpec(Config):
     pretrained: str | None = None
     weights_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     embed_dim: int = Field(gt=0)
-    image_size: int = Field(gt=0)
+    image_size: int | None = Field(gt=0)
     context_length: int = Field(gt=0)
     text_width: int = Field(gt=0)
+    normalise: bool = True
+
+    @property
+    def has_image_tower(self) -> bool:
+        return self.image_size is not None
 
     @model_validator(mode="after")
     def _hf_weights_live_in_model_dir(self) -> Self:
@@ -62,6 +70,8 @@ class ClipSpec(Config):
     def identity(self) -> dict[str, Any]:
         """The fields that say which CLIP this is; file locations drop out once weights are hashed."""
         data = self.model_dump(mode="json")
+        if self.normalise:
+            del data["normalise"]  # the default: CLIPs specified before the option keep their fingerprints
         if self.weights_sha256 is not None:
             for name in _PATH_FIELDS:
                 if is_local_path(self.backend, name, data[name]):
@@ -86,9 +96,19 @@ class ClipSpec(Config):
         except OSError as err:
             raise CheckpointError(f"{path}: cannot read CLIP spec ({err.strerror or err})") from None
         try:
-            return cls.from_json(text)
+            spec = cls.from_json(text)
         except ConfigError as err:
             raise CheckpointError(f"{path}: {err}") from None
+        return spec.relative_to(Path(directory))
+
+    def relative_to(self, folder: Path) -> ClipSpec:
+        """The spec with relative local paths (a self-contained CLIP folder's ".") made absolute under `folder`."""
+        changes = {}
+        for name in _PATH_FIELDS:
+            value = getattr(self, name)
+            if is_local_path(self.backend, name, value) and not Path(value).expanduser().is_absolute():
+                changes[name] = str((folder / value).resolve())
+        return self.override(**changes) if changes else self
 
 
 def is_local_path(backend: str, field: str, value: str | None) -> bool:
@@ -107,7 +127,8 @@ def check_same_clip(expected: ClipSpec, actual: ClipSpec, what: str) -> None:
         return
     want, got = expected.identity(), actual.identity()
     differing = ", ".join(
-        f"{k}: {_short(want[k])} != {_short(got[k])}" for k in sorted(want) if want[k] != got[k]
+        f"{k}: {_short(want.get(k, True))} != {_short(got.get(k, True))}"  # only `normalise` may be absent
+        for k in sorted(want | got) if want.get(k, True) != got.get(k, True)
     )
     raise ClipMismatchError(
         f"{what} was trained with CLIP {expected.fingerprint()} but the CLIP in use is "

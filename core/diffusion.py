@@ -17,6 +17,7 @@ from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
+    UnCLIPScheduler,
 )
 from diffusers.utils.torch_utils import randn_tensor
 from pydantic import Field
@@ -27,7 +28,7 @@ from core.seeds import stream_seed
 
 Schedule = Literal["cosine", "linear"]
 Prediction = Literal["epsilon", "sample", "v_prediction"]
-Sampler = Literal["ddpm", "ddim", "dpmpp"]
+Sampler = Literal["ddpm", "ddim", "dpmpp", "unclip"]
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 _BETA_SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}
@@ -44,6 +45,9 @@ class NoiseConfig(Config):
                              "(simple diffusion, Hoogeboom et al. 2023): below 1, more of training and sampling "
                              "happens at the high noise levels where layout and shape are decided, which images "
                              "with large flat regions need")
+    clip_x0: float | None = Field(None, gt=0, description="clamp the predicted clean sample to ±clip_x0 while "
+                                  "sampling (Karlo's schedulers: 1 for images, 5 for its prior's standardised "
+                                  "embeddings); None: no clamp")
 
     def scheduler_config(self) -> dict:
         config = {
@@ -51,9 +55,11 @@ class NoiseConfig(Config):
             "beta_schedule": _BETA_SCHEDULES[self.schedule],
             "prediction_type": self.prediction,
             "rescale_betas_zero_snr": self.zero_terminal_snr,
-            "clip_sample": False,
+            "clip_sample": self.clip_x0 is not None,
             "timestep_spacing": "trailing",
         }
+        if self.clip_x0 is not None:
+            config["clip_sample_range"] = self.clip_x0
         if self.snr_shift != 1.0:
             config["trained_betas"] = shifted_betas(self.schedule, self.train_steps, self.snr_shift).tolist()
         return config
@@ -71,11 +77,25 @@ def training_scheduler(noise: NoiseConfig) -> DDPMScheduler:
     return DDPMScheduler(variance_type="fixed_small", **noise.scheduler_config())
 
 
-def sampling_scheduler(noise: NoiseConfig, sampler: Sampler, steps: int, *, threshold: float | None = None):
+class SamplingDefaults(Config):
+    """How a model samples where the user says nothing; unset fields fall back to the cascade's defaults
+    (unclip/settings.py). A model converted from Karlo carries its pipeline's."""
+
+    sampler: Sampler | None = None
+    steps: int | None = Field(None, ge=1)
+    guidance: float | None = Field(None, ge=0)
+    best_of: int | None = Field(None, ge=1)
+
+
+def sampling_scheduler(noise: NoiseConfig, sampler: Sampler, steps: int, *, threshold: float | None = None,
+                       learned_variance: bool = False):
     """A diffusers scheduler for inference with `steps` steps; `threshold` turns on Imagen's dynamic
-    thresholding of the predicted clean sample (ratio 0.995, max value `threshold`)."""
+    thresholding of the predicted clean sample (ratio 0.995, max value `threshold`). `learned_variance`:
+    the model's output carries a variance the unclip sampler uses (the others take the mean channels)."""
     if steps < 1 or steps > noise.train_steps:
         raise ValueError(f"sampling steps must be between 1 and {noise.train_steps}, got {steps}")
+    if sampler == "unclip":
+        return unclip_scheduler(noise, steps, learned_variance, threshold)
     cfg = noise.scheduler_config()
     extra = {"thresholding": True, "sample_max_value": threshold, "dynamic_thresholding_ratio": 0.995} if threshold else {}
     if sampler == "ddim":
@@ -84,12 +104,33 @@ def sampling_scheduler(noise: NoiseConfig, sampler: Sampler, steps: int, *, thre
         # zero terminal SNR makes the last sigma infinite, which DPM-Solver cannot take
         cfg.pop("rescale_betas_zero_snr")
         cfg.pop("clip_sample")
+        cfg.pop("clip_sample_range", None)
         sched = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2,
                                             final_sigmas_type="zero", **cfg, **extra)
     elif sampler == "ddpm":
         sched = DDPMScheduler(variance_type="fixed_small", **cfg, **extra)
     else:
-        raise ValueError(f"unknown sampler {sampler!r}; choose ddpm, ddim or dpmpp")
+        raise ValueError(f"unknown sampler {sampler!r}; choose ddpm, ddim, dpmpp or unclip")
+    sched.set_timesteps(steps)
+    return sched
+
+
+def unclip_scheduler(noise: NoiseConfig, steps: int, learned_variance: bool = False,
+                     threshold: float | None = None) -> UnCLIPScheduler:
+    """Karlo's sampler (diffusers' UnCLIPScheduler): DDPM steps over Karlo's timestep spacing, the
+    variance fixed (posterior's, log-clamped) or chosen by the model's extra channels."""
+    unsupported = {"schedule": noise.schedule != "cosine", "prediction": noise.prediction == "v_prediction",
+                   "zero_terminal_snr": noise.zero_terminal_snr, "snr_shift": noise.snr_shift != 1.0,
+                   "threshold": threshold is not None}
+    wrong = [name for name, bad in unsupported.items() if bad]
+    if wrong:
+        raise ValueError(f"the unclip sampler takes the cosine schedule with epsilon or sample prediction, "
+                         f"without {', '.join(wrong)}")
+    if steps < 2:
+        raise ValueError(f"the unclip sampler needs at least 2 steps, got {steps}")
+    sched = UnCLIPScheduler(num_train_timesteps=noise.train_steps, prediction_type=noise.prediction,
+                            variance_type="learned_range" if learned_variance else "fixed_small_log",
+                            clip_sample=noise.clip_x0 is not None, clip_sample_range=noise.clip_x0 or 1.0)
     sched.set_timesteps(steps)
     return sched
 
@@ -122,10 +163,13 @@ def training_target(scheduler: DDPMScheduler, x0, noise, t) -> torch.Tensor:
 
 
 def guided(model: Callable[..., torch.Tensor], cond: Mapping[str, torch.Tensor],
-           uncond: Mapping[str, torch.Tensor], scale: float | torch.Tensor) -> Denoise:
+           uncond: Mapping[str, torch.Tensor], scale: float | torch.Tensor,
+           guided_channels: int | None = None) -> Denoise:
     """Classifier-free guidance as one wrapper: conditional and unconditional branches share one
     batched forward pass; scale 1 is the plain conditional model. A tensor scale [B] gives each sample
-    its own (0 to 1 mixes two conditions: uncond + w·(cond − uncond))."""
+    its own (0 to 1 mixes two conditions: uncond + w·(cond − uncond)). With `guided_channels`, only
+    those first output channels are guided and the rest (a learned variance) come from the conditional
+    branch, as in GLIDE and diffusers' unCLIP pipeline."""
     if not isinstance(scale, torch.Tensor) and scale == 1.0:
         return lambda x, t: model(x, t, **cond)
     both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
@@ -133,9 +177,17 @@ def guided(model: Callable[..., torch.Tensor], cond: Mapping[str, torch.Tensor],
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out_uncond, out_cond = model(torch.cat([x, x]), torch.cat([t, t]), **both).chunk(2)
         w = scale.to(x.device, torch.float32).view(-1, *[1] * (x.ndim - 1)) if torch.is_tensor(scale) else scale
-        return out_uncond + w * (out_cond - out_uncond)
+        if guided_channels is None:
+            return out_uncond + w * (out_cond - out_uncond)
+        n = guided_channels
+        return torch.cat([out_uncond[:, :n] + w * (out_cond[:, :n] - out_uncond[:, :n]), out_cond[:, n:]], dim=1)
 
     return denoise
+
+
+def mean_channels(denoise: Denoise, channels: int = 3) -> Denoise:
+    """A learned-variance model's mean prediction alone, for the samplers that take no variance."""
+    return lambda x, t: denoise(x, t)[:, :channels]
 
 
 def sample(denoise: Denoise, scheduler, x_t: torch.Tensor, *, seeds: Sequence[int] | None = None,
@@ -145,7 +197,8 @@ def sample(denoise: Denoise, scheduler, x_t: torch.Tensor, *, seeds: Sequence[in
     from per-sample generators seeded from `seeds`, so samples are batch-size independent."""
     gens = generators([stream_seed(s, "sampler") for s in seeds]) if seeds is not None else None
     x = x_t
-    for i, t in enumerate(tqdm(scheduler.timesteps, desc=desc, disable=not progress, leave=False)):
+    timesteps = scheduler.timesteps
+    for i, t in enumerate(tqdm(timesteps, desc=desc, disable=not progress, leave=False)):
         tt = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
         out = denoise(scheduler.scale_model_input(x, t), tt)
         kwargs = {}
@@ -155,6 +208,9 @@ def sample(denoise: Denoise, scheduler, x_t: torch.Tensor, *, seeds: Sequence[in
                 kwargs["variance_noise"] = _noise_like(x, gens)
         elif isinstance(scheduler, DDPMScheduler):
             kwargs["generator"] = gens
+        elif isinstance(scheduler, UnCLIPScheduler):  # it recomputes each step's beta from the next timestep
+            kwargs["generator"] = gens
+            kwargs["prev_timestep"] = int(timesteps[i + 1]) if i + 1 < len(timesteps) else None
         x = scheduler.step(out, t, x, **kwargs).prev_sample
         if callback is not None:
             callback(i, x)

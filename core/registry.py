@@ -32,9 +32,11 @@ class GateDecision:
 
 
 def register_model(tracker: MlflowTracker, folder: str | Path, name: str, metric: str, value: float,
-                   higher_is_better: bool = True, tags: Mapping[str, str] | None = None) -> GateDecision:
+                   higher_is_better: bool = True, tags: Mapping[str, str] | None = None,
+                   baseline: float | None = None) -> GateDecision:
     """Log `folder` as the run's `model` artifact, register it as a new version of `name`, alias it
-    `challenger`, and move `champion` to it only if it beats the current champion on `metric`."""
+    `challenger`, and move `champion` to it only if it beats the current champion on `metric`; with a
+    `baseline` (a fine-tuned model's parent, evaluated on the same data) only if it beats that."""
     client = MlflowClient()
     tracker.log_artifact(folder, "model")
     try:
@@ -51,6 +53,8 @@ def register_model(tracker: MlflowTracker, folder: str | Path, name: str, metric
         champion_value = float(champion.tags.get("metric_value", "nan"))
     except MlflowException:
         champion = None
+    if baseline is not None:
+        champion_value = float(baseline)
     if champion_value is None or not math.isfinite(champion_value):
         promoted = True
     else:
@@ -58,7 +62,8 @@ def register_model(tracker: MlflowTracker, folder: str | Path, name: str, metric
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, mv.version)
     decision = GateDecision(name, str(mv.version), promoted, metric, float(value), champion_value)
-    tracker.set_tags({"gate.decision": "promoted" if promoted else "kept champion", "gate.version": mv.version})
+    tracker.set_tags({"gate.decision": "promoted" if promoted else "kept champion", "gate.version": mv.version,
+                      "gate.against": "parent" if baseline is not None else "champion"})
     tracker.log_metrics({"gate.challenger": float(value),
                          **({"gate.champion": champion_value} if champion_value is not None else {})}, step=0)
     return decision

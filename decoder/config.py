@@ -12,7 +12,7 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 
 from core.config import Config, apply_overrides, pick_preset
-from core.diffusion import NoiseConfig, Sampler
+from core.diffusion import NoiseConfig, Sampler, SamplingDefaults
 from core.trainer import TrainConfig
 
 
@@ -76,11 +76,24 @@ class DecoderConfig(Config):
     refine_layers: int = Field(4, ge=2, description="convolutions in the refiner")
     image_dropout: float = Field(0.1, ge=0, le=1, description="share of training samples with the learned null image embedding")
     text_dropout: float = Field(0.5, ge=0, le=1, description="share of training samples with the caption dropped")
+    learned_variance: bool = Field(False, description="3 more output channels choose each pixel's variance between the "
+                                   "posterior's and beta_t's (Improved DDPM, GLIDE, Karlo): trained by the variational "
+                                   "bound beside the MSE, used by the unclip sampler (the others take the mean channels)")
+    null_text: Literal["zeros", "empty_caption"] = Field(
+        "zeros", description="the caption of the unconditional branch and of caption dropout: zeros (no caption "
+        "tokens), or CLIP's encoding of the empty caption with its mask, stored with the weights (diffusers' unCLIP "
+        "pipeline and Karlo; unclip.convert sets it)")
+    context_length: int | None = Field(None, gt=0, description="caption tokens; the empty caption's length")
+    sampling: SamplingDefaults = Field(SamplingDefaults(), description="this decoder's own sampling defaults")
 
     @model_validator(mode="after")
     def _check_resolutions(self) -> Self:
         if self.draft_residual and not (self.draft_width and self.noise.prediction == "sample"):
             raise ValueError("draft_residual needs a draft (draft_width > 0) and x0 prediction (noise.prediction=sample)")
+        if self.learned_variance and (self.refine_width or self.draft_residual):
+            raise ValueError("learned_variance has no variance for the refiner or the draft residual to correct")
+        if self.null_text == "empty_caption" and self.context_length is None:
+            raise ValueError("null_text 'empty_caption' needs context_length (the CLIP's caption tokens)")
         levels = len(self.unet.channel_mult)
         if self.image_size % (self.patch_size * 2 ** (levels - 1)):
             raise ValueError(f"image_size {self.image_size} is not divisible by patch_size × 2**{levels - 1} "
@@ -94,6 +107,11 @@ class DecoderConfig(Config):
             if attends and width % self.unet.head_dim:
                 raise ValueError(f"block width {width} with attention is not divisible by head_dim {self.unet.head_dim}")
         return self
+
+    @property
+    def out_channels(self) -> int:
+        """Channels per pixel of the network's output: the prediction, then any learned variance."""
+        return 6 if self.learned_variance else 3
 
     @property
     def unet_size(self) -> int:

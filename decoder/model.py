@@ -36,7 +36,7 @@ def build_unet(cfg: DecoderConfig, context_dim: int) -> UNet2DConditionModel:
         sample_size=cfg.unet_size,
         # per pixel: the noisy image, then the x/y coordinates and the draft where present
         in_channels=(3 + 2 * cfg.coord_channels + 3 * bool(cfg.draft_width)) * cfg.patch_size**2,
-        out_channels=3 * cfg.patch_size**2,  # fixed variance: no learned-variance channels
+        out_channels=cfg.out_channels * cfg.patch_size**2,
         down_block_types=down,
         up_block_types=up,
         mid_block_type="UNetMidBlock2DSimpleCrossAttn",
@@ -100,7 +100,8 @@ class Refiner(nn.Module):
 
 
 class Decoder(nn.Module):
-    """ε/v-predicting network `forward(x, t, image_embeds, text_embeds, text_tokens, text_mask)`."""
+    """ε/v/x0-predicting network `forward(x, t, image_embeds, text_embeds, text_tokens, text_mask)`: 3 output
+    channels, or 6 with a learned variance (the prediction first)."""
 
     def __init__(self, cfg: DecoderConfig) -> None:
         super().__init__()
@@ -118,6 +119,20 @@ class Decoder(nn.Module):
                                    time_dim=cfg.unet.time_embed_dim)
         side = torch.linspace(-1, 1, cfg.image_size)
         self.register_buffer("coords", torch.stack(torch.meshgrid(side, side, indexing="xy"))[None], persistent=False)
+        if cfg.null_text == "empty_caption":
+            length = cfg.context_length
+            self.register_buffer("empty_text_embeds", torch.zeros(cfg.embed_dim))
+            self.register_buffer("empty_text_tokens", torch.zeros(length, cfg.text_width))
+            self.register_buffer("empty_text_mask", torch.zeros(length, dtype=torch.bool))
+
+    @torch.no_grad()
+    def set_empty_caption(self, embeds: Tensor, tokens: Tensor, mask: Tensor) -> None:
+        """Store CLIP's encoding of "" ([D], [L, W], [L]) as the caption of the unconditional branch."""
+        if self.cfg.null_text != "empty_caption":
+            raise ConfigError("this decoder drops captions to zeros (null_text='zeros'); it stores no empty caption")
+        self.empty_text_embeds.copy_(embeds)
+        self.empty_text_tokens.copy_(tokens)
+        self.empty_text_mask.copy_(mask.bool())
 
     @property
     def null_image_embed(self) -> Tensor:
@@ -175,6 +190,8 @@ class Decoder(nn.Module):
         """The conditioning of the unconditional branch: null image embedding, caption dropped."""
         d, w = self.cfg.embed_dim, self.cfg.text_width
         null = self.null_image_embed.detach().to(device, dtype) / self.embed_scale
+        if self.cfg.null_text == "empty_caption":  # CLIP's "" has the CLIP's own token count
+            return {"image_embeds": null.expand(batch, d), **self._empty_caption(batch, device, dtype)}
         return {
             "image_embeds": null.expand(batch, d),
             "text_embeds": torch.zeros(batch, d, device=device, dtype=dtype),
@@ -182,14 +199,26 @@ class Decoder(nn.Module):
             "text_mask": torch.zeros(batch, tokens, dtype=torch.bool, device=device),
         }
 
+    def _empty_caption(self, batch: int, device, dtype) -> dict[str, Tensor]:
+        return {"text_embeds": self.empty_text_embeds.to(device, dtype).expand(batch, -1),
+                "text_tokens": self.empty_text_tokens.to(device, dtype).expand(batch, -1, -1),
+                "text_mask": self.empty_text_mask.to(device).expand(batch, -1)}
+
     def drop_conditions(self, image_embeds: Tensor, text_embeds: Tensor, text_tokens: Tensor, text_mask: Tensor,
                         drop_image: Tensor, drop_text: Tensor) -> dict[str, Tensor]:
         """Guidance dropout: rows of `drop_image` get the learned null embedding (which stays trainable),
         rows of `drop_text` lose their caption (zero text embedding, no caption tokens)."""
         null = (self.null_image_embed / self.embed_scale).to(image_embeds.dtype).expand_as(image_embeds)
+        image = torch.where(drop_image[:, None], null, image_embeds)
+        if self.cfg.null_text == "empty_caption":
+            empty = self._empty_caption(len(drop_text), text_embeds.device, text_embeds.dtype)
+            return {"image_embeds": image,
+                    "text_embeds": torch.where(drop_text[:, None], empty["text_embeds"], text_embeds),
+                    "text_tokens": torch.where(drop_text[:, None, None], empty["text_tokens"], text_tokens),
+                    "text_mask": torch.where(drop_text[:, None], empty["text_mask"], text_mask.bool())}
         keep_text = (~drop_text).to(text_embeds.dtype)
         return {
-            "image_embeds": torch.where(drop_image[:, None], null, image_embeds),
+            "image_embeds": image,
             "text_embeds": text_embeds * keep_text[:, None],
             "text_tokens": text_tokens * keep_text[:, None, None],
             "text_mask": text_mask.bool() & ~drop_text[:, None],

@@ -20,6 +20,7 @@ from core.diffusion import (
     ddim_invert,
     guided,
     initial_noise,
+    mean_channels,
     sample,
     sampling_scheduler,
 )
@@ -54,20 +55,24 @@ def conditions(decoder: Decoder, image_embeds: Tensor, text: Caption | None) -> 
             "text_tokens": text.tokens.to(device, torch.float32), "text_mask": text.mask.to(device).bool()}
 
 
-def decoder_scheduler(noise: NoiseConfig, sampler: Sampler, steps: int, threshold: float | None = None):
+def decoder_scheduler(noise: NoiseConfig, sampler: Sampler, steps: int, threshold: float | None = None,
+                      learned_variance: bool = False):
     """core.diffusion.sampling_scheduler, except that DPM-Solver++ is built here: core hands it `clip_sample`,
     which diffusers 0.42's DPMSolverMultistepScheduler rejects, and drops zero terminal SNR, which that
     scheduler does support (it clamps the last alpha_bar to 2**-24), so a zero-SNR model would be sampled
     on another schedule than it was trained on (both reported to the lead)."""
-    if sampler not in ("ddpm", "ddim", "dpmpp"):
-        raise ConfigError(f"unknown sampler {sampler!r}; choose ddpm, ddim or dpmpp")
+    if sampler not in ("ddpm", "ddim", "dpmpp", "unclip"):
+        raise ConfigError(f"unknown sampler {sampler!r}; choose ddpm, ddim, dpmpp or unclip")
     if not 1 <= steps <= noise.train_steps:
         raise ConfigError(f"sampling steps must be between 1 and {noise.train_steps}, got {steps}")
     if threshold is not None and threshold <= 0:
         raise ConfigError(f"threshold must be positive, got {threshold}")
     if sampler != "dpmpp":
-        return sampling_scheduler(noise, sampler, steps, threshold=threshold)
-    cfg = {k: v for k, v in noise.scheduler_config().items() if k != "clip_sample"}
+        try:
+            return sampling_scheduler(noise, sampler, steps, threshold=threshold, learned_variance=learned_variance)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    cfg = {k: v for k, v in noise.scheduler_config().items() if k not in ("clip_sample", "clip_sample_range")}
     extra = {"thresholding": True, "sample_max_value": threshold, "dynamic_thresholding_ratio": 0.995} if threshold else {}
     scheduler = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero",
                                             **cfg, **extra)
@@ -75,20 +80,30 @@ def decoder_scheduler(noise: NoiseConfig, sampler: Sampler, steps: int, threshol
     return scheduler
 
 
-def denoiser(decoder: Decoder, cond: dict[str, Tensor], guidance: float):
+def denoiser(decoder: Decoder, cond: dict[str, Tensor], guidance: float, sampler: Sampler | None = None):
+    """The guided network for `sampler`; a learned variance is kept only for the sampler that uses it."""
     if guidance < 1.0:
         raise ConfigError(f"guidance scale must be >= 1 (1 = no guidance), got {guidance}")
     batch, tokens = cond["text_tokens"].shape[:2]
     uncond = decoder.unconditional(batch, tokens, cond["image_embeds"].device)
-    return guided(decoder, cond, uncond, guidance)
+    return _for_sampler(decoder, guided(decoder, cond, uncond, guidance, _guided_channels(decoder)), sampler)
 
 
-def blended(decoder: Decoder, cond: dict[str, Tensor], other: dict[str, Tensor], weight: Tensor):
+def blended(decoder: Decoder, cond: dict[str, Tensor], other: dict[str, Tensor], weight: Tensor,
+            sampler: Sampler | None = None):
     """Per sample (1 − w)·f(cond) + w·f(other), both branches in one batched forward: a caption that
     moves from one text to another (w = 0: `cond` alone, w = 1: `other` alone)."""
     if cond["text_tokens"].shape != other["text_tokens"].shape:
         raise ConfigError("blended captions must come from one encoding (the same token length)")
-    return guided(decoder, other, cond, weight)
+    return _for_sampler(decoder, guided(decoder, other, cond, weight, _guided_channels(decoder)), sampler)
+
+
+def _guided_channels(decoder: Decoder) -> int | None:
+    return 3 if decoder.cfg.learned_variance else None  # guide the prediction, not the variance
+
+
+def _for_sampler(decoder: Decoder, denoise, sampler: Sampler | None):
+    return denoise if sampler == "unclip" or not decoder.cfg.learned_variance else mean_channels(denoise)
 
 
 @torch.no_grad()
@@ -109,7 +124,7 @@ def decode(decoder: Decoder, image_embeds: Tensor, text: Caption | None, seeds: 
     size = decoder.cfg.image_size
     if x_T is not None and tuple(x_T.shape) != (len(seeds), 3, size, size):
         raise ConfigError(f"x_T must have shape {(len(seeds), 3, size, size)}, got {tuple(x_T.shape)}")
-    decoder_scheduler(decoder.cfg.noise, sampler, steps, threshold)  # check the settings before any work
+    decoder_scheduler(decoder.cfg.noise, sampler, steps, threshold, decoder.cfg.learned_variance)  # check first
     if blend is not None and (text is None or guidance != 1.0 or len(blend[1]) != len(seeds)):
         raise ConfigError("a caption blend needs the starting captions, one weight per image and guidance 1")
     was_training = decoder.training
@@ -122,15 +137,15 @@ def decode(decoder: Decoder, image_embeds: Tensor, text: Caption | None, seeds: 
     for start in range(0, len(seeds), chunk):
         part = slice(start, start + chunk)
         part_cond = {k: v[part] for k, v in cond.items()}
-        scheduler = decoder_scheduler(decoder.cfg.noise, sampler, steps, threshold)
+        scheduler = decoder_scheduler(decoder.cfg.noise, sampler, steps, threshold, decoder.cfg.learned_variance)
         if x_T is None:
             x = initial_noise(seeds[part], (3, size, size), device) * scheduler.init_noise_sigma
         else:
             x = x_T[part].to(device, torch.float32)
         if other is None:
-            denoise = denoiser(decoder, part_cond, guidance)
+            denoise = denoiser(decoder, part_cond, guidance, sampler)
         else:
-            denoise = blended(decoder, part_cond, {k: v[part] for k, v in other.items()}, blend[1][part])
+            denoise = blended(decoder, part_cond, {k: v[part] for k, v in other.items()}, blend[1][part], sampler)
         x = sample(denoise, scheduler, x, seeds=seeds[part], eta=eta, progress=progress, desc="decode")
         out.append(x.clamp(-1, 1))
     decoder.train(was_training)

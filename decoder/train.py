@@ -21,9 +21,11 @@ from clip.spec import check_same_clip
 from core.checkpoint import write_json
 from core.diffusion import training_scheduler, training_target
 from core.errors import ConfigError
+from core.init_from import parent_metrics, start_from
 from core.trainer import Tracker, TrainConfig, fit, make_accelerator
+from core.vlb import split_variance, vlb_loss
 from decoder.config import DecoderSettings, settings_for
-from decoder.io import save_decoder
+from decoder.io import load_decoder, save_decoder
 from decoder.model import CONDITIONS, Decoder
 
 log = logging.getLogger("decoder.train")
@@ -140,46 +142,65 @@ def make_loss(settings: DecoderSettings):
         x_t = scheduler.add_noise(x0, noise, t)
         drop_image = torch.rand(b, device=x0.device) < cfg.image_dropout
         drop_text = torch.rand(b, device=x0.device) < cfg.text_dropout
-        out = model(x_t, t, **{k: batch[k] for k in CONDITIONS}, drop_image=drop_image, drop_text=drop_text)
-        err = image_error(out.float() - training_target(scheduler, x0, noise, t),
+        out = model(x_t, t, **{k: batch[k] for k in CONDITIONS}, drop_image=drop_image, drop_text=drop_text).float()
+        vlb = 0.0
+        if cfg.learned_variance:  # the MSE trains the mean channels, the bound the variance (core.vlb)
+            out, v = split_variance(out)
+            vlb = vlb_loss(scheduler, x0, x_t, t, out, v).mean()
+        err = image_error(out - training_target(scheduler, x0, noise, t),
                           pixel_weights(batch["images"], settings.outline_weight))
         weights = snr_weights(scheduler, t, settings.min_snr_gamma)
-        return err.mean() if weights is None else (err * weights).mean()
+        return (err.mean() if weights is None else (err * weights).mean()) + vlb
     return loss_fn
 
 
 def train_decoder(settings: DecoderSettings, shards_dir: str | Path, out_dir: str | Path,
-                  tracker: Tracker | None = None, val_shards_dir: str | Path | None = None):
-    """Train, evaluate on `val_shards_dir` (if given) and write `out_dir/model`. Returns (EMA decoder, metrics)."""
+                  tracker: Tracker | None = None, val_shards_dir: str | Path | None = None,
+                  init_from: str | Path | None = None):
+    """Train, evaluate on `val_shards_dir` (if given) and write `out_dir/model`; `init_from`: a decoder
+    folder to fine-tune instead of a new decoder (core.init_from). Returns (EMA decoder, metrics)."""
     out_dir = Path(out_dir)
+    model = build_decoder(settings, EmbeddingShards.open(shards_dir).spec, init_from)
+    settings = settings.override(decoder=model.cfg)
     size = settings.decoder.image_size
     shards = open_split(shards_dir, size)
     spec = shards.spec
-    settings = settings.override(decoder=_for_clip(settings, spec.embed_dim, spec.text_width))
     acc = make_accelerator(settings.train.mixed_precision)
     evaluate, val = None, None
     if val_shards_dir is not None:
         evaluate, val = _make_evaluate(settings, spec, val_shards_dir, out_dir, acc.device)
-    torch.manual_seed(settings.train.seed)
-    model = Decoder(settings.decoder)
+    parent = parent_metrics(evaluate, model) if init_from is not None else {}
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     log.info("decoder: %.2fM parameters, %d training examples at %d px", sum(p.numel() for p in model.parameters()) / 1e6,
              shards.count, size)
-    if model.draft is not None:
+    if model.draft is not None and init_from is None:
         fit_draft(model, shards, settings, out_dir / "draft_run", acc, tracker)
+    elif model.draft is not None:  # the parent's draft, fitted already
+        model.draft.requires_grad_(False)
     train = settings.train
     result = fit(model, make_loss(settings), training_batches(shards, size, train.batch_size, train.seed,
                                                                settings.buffer_rows),
                  train, out_dir / "run", run_config=settings, evaluate=evaluate, tracker=tracker,
                  accelerator=acc, desc="decoder")
-    metrics = {**result.metrics, **shard_skips(shards, val)}
+    metrics = {**result.metrics, **shard_skips(shards, val), **parent}
     if acc.is_main_process:
         save_decoder(out_dir / "model", result.ema, spec)
         write_json(out_dir / "model" / "metrics.json", metrics)
         write_json(out_dir / "model" / "train_settings.json", settings)
     acc.wait_for_everyone()
     return result.ema, metrics
+
+
+def build_decoder(settings: DecoderSettings, spec, init_from: str | Path | None = None) -> Decoder:
+    """A new decoder for the CLIP `spec`, or the one in `init_from` (which must share that CLIP)."""
+    if init_from is not None:
+        return start_from(init_from, lambda folder: load_decoder(folder, clip_spec=spec)[0], "decoder")
+    if settings.decoder.null_text == "empty_caption":
+        raise ConfigError("decoder.null_text 'empty_caption' is CLIP's encoding of the empty caption, which comes "
+                          "with converted weights (unclip.convert): start from them with init_from")
+    torch.manual_seed(settings.train.seed)
+    return Decoder(_for_clip(settings, spec.embed_dim, spec.text_width))
 
 
 def make_draft_loss(decoder: Decoder, settings: DecoderSettings):

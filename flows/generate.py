@@ -20,16 +20,15 @@ from unclip.settings import DEFAULT_DECODER_BEST_OF
 
 @task(cache_policy=NO_CACHE)
 def generate_images(pipe: UnclipPipeline, prompts: list[str], num_images: int, seed: int, steps, guidance, sampler,
-                    output_size, best_of: int, batch_size: int,
-                    decoder_best_of: int = DEFAULT_DECODER_BEST_OF) -> list:
+                    output_size, best_of: int | None, batch_size: int, decoder_best_of: int | None = None) -> list:
     return pipe.generate(prompts, num_images, seed, steps, guidance, sampler, output_size, best_of, batch_size,
                          decoder_best_of)
 
 
 @flow(name="unclip-generate", log_prints=True)
 def generate_flow(prompts: list[str], num_images: int = 1, seed: int = 0, steps: dict[str, Any] | None = None,
-                  guidance: dict[str, Any] | None = None, sampler: Any = "ddim", output_size: int | None = None,
-                  best_of: int = 2, batch_size: int = 8, decoder_best_of: int = DEFAULT_DECODER_BEST_OF,
+                  guidance: dict[str, Any] | None = None, sampler: Any = None, output_size: int | None = None,
+                  best_of: int | None = None, batch_size: int = 8, decoder_best_of: int | None = None,
                   models: str = "registry", ref: str = "champion",
                   versions: dict[str, str] | None = None, device: str | None = None, precision: str = "fp32",
                   compile: bool = False, threads: int | None = None, progress: bool = True,
@@ -40,8 +39,7 @@ def generate_flow(prompts: list[str], num_images: int = 1, seed: int = 0, steps:
     images = generate_images(pipe, prompts, num_images, seed, steps, guidance, sampler, output_size, best_of,
                              batch_size, decoder_best_of)
     paths = common.save_outputs(images, out, "generate", columns=num_images if len(prompts) > 1 else None)
-    params = {"prompts": prompts, "num_images": num_images, "seed": seed, "best_of": best_of,
-              "decoder_best_of": decoder_best_of,
+    params = {"prompts": prompts, "num_images": num_images, "seed": seed,
               **{k: v for k, v in images[0].info["unclip"].items() if k not in ("prompt", "seed", "task")}}
     return paths, common.log_outputs(paths, params, experiment, "generate")
 
@@ -53,11 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the caption to draw (repeat for several prompts; longer than CLIP's context: truncated "
                              "with a warning)")
     parser.add_argument("--num-images", type=int, default=1, help="images per prompt (default: 1)")
-    parser.add_argument("--best-of", type=int, default=2,
-                        help="prior candidates per image; the one closest to the caption is kept (default: 2)")
-    parser.add_argument("--decoder-best-of", type=int, default=DEFAULT_DECODER_BEST_OF,
+    parser.add_argument("--best-of", type=int, default=None,
+                        help="prior candidates per image; the one closest to the caption is kept (default: the "
+                             "prior's own, else 2)")
+    parser.add_argument("--decoder-best-of", type=int, default=None,
                         help="decodes per image; the one the CLIP reads closest to its image embedding is kept "
-                             f"(default: {DEFAULT_DECODER_BEST_OF}; 1 is the paper's single decode)")
+                             f"(default: the decoder's own, else {DEFAULT_DECODER_BEST_OF} with a CLIP image tower "
+                             "and 1 without; 1 is the paper's single decode)")
     parser.add_argument("--batch-size", type=int, default=8, help="images sampled together (default: 8); "
                                                                    "results do not depend on it")
     common.add_sampling_options(parser)
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def job():
         prompts = check_prompts(args.prompt)
-        if min(args.num_images, args.best_of, args.decoder_best_of, args.batch_size) < 1:
+        given = [n for n in (args.num_images, args.best_of, args.decoder_best_of, args.batch_size) if n is not None]
+        if min(given) < 1:
             raise SettingsError("--num-images, --best-of, --decoder-best-of and --batch-size must be at least 1")
         common.check_out_dir(args.out)
         common.preflight(args, sampler=common.stage_sampler(args))

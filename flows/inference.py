@@ -49,15 +49,15 @@ def add_sampling_options(parser: argparse.ArgumentParser, steps_flag: str = "--s
     group.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k (default: 0)")
     group.add_argument(steps_flag, dest="sample_steps", default=None, metavar="STAGE=N,...",
                        help=f"sampling steps per stage ({', '.join(SAMPLED)}), e.g. prior=25,decoder=50,upsampler1=7 "
-                            "(default: prior 25, decoder 25, upsamplers their own configured steps)")
+                            "(default: the models' own, else prior 25, decoder 25; upsamplers their configured steps)")
     defaults = ",".join(f"{k}={v:g}" for k, v in DEFAULT_GUIDANCE.items())
     group.add_argument("--guidance", default=None, metavar="STAGE=SCALE,...",
-                       help=f"classifier-free guidance per stage ({', '.join(GUIDED)}); 1 = unguided (default: "
-                            f"{defaults} for generation, decoder=1 for the inversion-based commands)")
+                       help=f"classifier-free guidance per stage ({', '.join(GUIDED)}); 1 = unguided (default: the "
+                            f"models' own, else {defaults}, for generation; decoder=1 for the inversion-based commands)")
     if sampler:
-        group.add_argument("--sampler", default="ddim", metavar="NAME|STAGE=NAME,...",
-                           help="ddim, dpmpp or ddpm for every stage, or per stage (the prior has no ddpm) "
-                                "(default: ddim; upsamplers without an entry use their configured sampler)")
+        group.add_argument("--sampler", default=None, metavar="NAME|STAGE=NAME,...",
+                           help="ddim, dpmpp, ddpm or unclip (Karlo's) for every stage, or per stage (the prior has "
+                                "no ddpm) (default: the models' own, else ddim; upsamplers their configured sampler)")
     group.add_argument("--output-size", type=int, default=None,
                        help="side of the output images: the decoder's or an upsampler's (default: the largest)")
 
@@ -83,14 +83,19 @@ def resolve_sources(models: str, ref: str = "champion", versions: Mapping[str, s
     return model_sources.from_models_dir(models)
 
 
-def preflight(args: argparse.Namespace, guidance_defaults: Mapping[str, float] = DEFAULT_GUIDANCE,
-              sampler: str | None = None) -> dict:
-    """Every check that needs no weights: model folders/registry, CLIP identities, sizes and steps."""
+def preflight(args: argparse.Namespace, guidance_defaults: Mapping[str, float] | None = None,
+              sampler: str | None = None, images: bool = False) -> dict:
+    """Every check that needs no weights: model folders/registry, CLIP identities, sizes and steps;
+    `images`: the command embeds images, which needs a CLIP with an image tower."""
     if args.threads is not None and args.threads < 1:
         raise SettingsError(f"--threads must be at least 1, got {args.threads}")
     found = resolve_sources(args.models, args.ref, versions_of(args.version))
     info = inspect_cascade(found)
-    return make_plan(info, stage_steps(args), stage_guidance(args), sampler or getattr(args, "sampler", "ddim"),
+    if images and not info.spec.has_image_tower:
+        raise SettingsError("the CLIP of these models has no image tower (a Karlo text encoder converted without "
+                            "--image-encoder), so it cannot embed the input images; convert again with "
+                            "`python -m unclip.convert from-diffusers ... --image-encoder DIR`")
+    return make_plan(info, stage_steps(args), stage_guidance(args), sampler or getattr(args, "sampler", None),
                      args.output_size, guidance_defaults)
 
 
@@ -102,9 +107,9 @@ def stage_guidance(args: argparse.Namespace) -> dict[str, str]:
     return parse_stage_values(args.guidance, GUIDED, "guidance")
 
 
-def stage_sampler(args: argparse.Namespace) -> str | dict[str, str]:
-    text = getattr(args, "sampler", "ddim") or "ddim"
-    return text if "=" not in text else parse_stage_values(text, SAMPLED, "sampler")
+def stage_sampler(args: argparse.Namespace) -> str | dict[str, str] | None:
+    text = getattr(args, "sampler", None)
+    return text if not text or "=" not in text else parse_stage_values(text, SAMPLED, "sampler")
 
 
 def model_params(args: argparse.Namespace) -> dict[str, Any]:

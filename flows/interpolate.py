@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.steps < 2:
             raise SettingsError(f"--steps (frames) must be at least 2, got {args.steps}")
         common.check_out_dir(args.out)
-        common.preflight(args, MANIPULATION_GUIDANCE)
+        common.preflight(args, MANIPULATION_GUIDANCE, images=True)
         paths, run_id = interpolate_flow(
             str(args.image_a), str(args.image_b), args.steps, args.noise, args.seed, common.stage_steps(args),
             common.stage_guidance(args), args.output_size, **common.model_params(args), out=args.out,

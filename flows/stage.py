@@ -18,6 +18,7 @@ from core import registry, tracking
 from core.checkpoint import write_json
 from core.config import Config
 from core.errors import UnclipError
+from core.init_from import PARENT_PREFIX
 
 log = logging.getLogger("flows")
 
@@ -64,7 +65,8 @@ def run_stage(stage: str, model_name: str, settings: Config, inputs: dict[str, A
               train: Callable[[tracking.MlflowTracker], tuple[Path, dict[str, float]]],
               metric: str | tuple[str, ...], higher_is_better: bool = True, force: bool = False) -> StageResult:
     """Train `stage` unless a registered version was trained from the very same inputs.
-    `metric` gates promotion; with several names, the first the evaluation produced is used."""
+    `metric` gates promotion; with several names, the first the evaluation produced is used. A stage
+    fine-tuned from a parent (inputs["parent"]) is gated against the parent's figure (core.init_from)."""
     fp = inputs_fingerprint(settings, **inputs)
     existing = None if force else registry.find_version_by_tag(model_name, "inputs_fingerprint", fp)
     if existing is not None:
@@ -84,7 +86,8 @@ def run_stage(stage: str, model_name: str, settings: Config, inputs: dict[str, A
         if gate is None:
             raise UnclipError(f"{stage}: the evaluation produced none of {metric}; cannot gate the new model")
         decision = registry.register_model(tracker, folder, model_name, gate, metrics[gate], higher_is_better,
-                                           tags={"inputs_fingerprint": fp, "stage": stage})
+                                           tags={"inputs_fingerprint": fp, "stage": stage},
+                                           baseline=metrics.get(PARENT_PREFIX + gate))
     log.info("%s: %s version %s %s (%s %.4f vs champion %s)", stage, model_name, decision.version,
              "promoted" if decision.promoted else "kept as challenger", metric, decision.value, decision.champion_value)
     return StageResult(stage, model_name, decision.version, Path(folder), metrics, promoted=decision.promoted,

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SettingsError(f"--best-of-eta must lie in (0, 1], got {args.best_of_eta}")
         load_image(args.image)
         common.check_out_dir(args.out)
-        check_caption(args.caption, common.preflight(args, MANIPULATION_GUIDANCE))
+        check_caption(args.caption, common.preflight(args, MANIPULATION_GUIDANCE, images=True))
         paths, run_id = text_diff_flow(
             str(args.image), from_caption, to_caption, thetas, args.direction, args.draws, args.seed, args.caption,
             args.best_of, args.best_of_eta,

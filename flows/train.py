@@ -5,6 +5,7 @@
     python -m flows.train --preset demo --clip hf:/models/clip    # a frozen pretrained CLIP, not trained here
     python -m flows.train --preset demo --stage prior             # one stage (earlier ones must be registered)
     python -m flows.train --preset smoke --set prior.train.steps=50
+    python -m flows.train --preset demo --stage decoder --init-from decoder=models:/unclip-decoder@champion
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from core.config import Config
 from core.devices import default_device
 from core.threads import drop_share, follow_share, post_share
 from data.config import DatasetConfig
+from flows.init_from import Parent, check_init_from, parse_init_from
 from flows.presets import CASCADE_PRESETS, CascadeSettings, cascade_settings
 from flows.stage import StageResult, run_stage, stage_folder
 
@@ -116,15 +118,16 @@ def score_frozen_clip(spec: ClipSpec, settings: CascadeSettings, out: Path) -> d
 
 
 @flow(name="embed", log_prints=True)
-def embed_flow(settings: CascadeSettings, spec: ClipSpec, workdir: str = "runs") -> dict[str, str]:
+def embed_flow(settings: CascadeSettings, spec: ClipSpec, workdir: str = "runs",
+               image_size: int | None = None) -> dict[str, str]:
     """Shards of both splits for this CLIP (resumable; reused when already complete), embedded on the
-    machine's accelerator when it has one."""
+    machine's accelerator when it has one, with images at `image_size` (default: the preset decoder's)."""
     from clip.embed import embed_dataset
 
     folders = {}
     for split in ("train", "val"):
         out = Path(workdir) / "shards" / spec.fingerprint() / _dataset_fingerprint(settings, split) / split
-        embed_dataset(spec, settings.clip.data, split, out, image_size=settings.embed_image_size,
+        embed_dataset(spec, settings.clip.data, split, out, image_size=image_size or settings.embed_image_size,
                       device=default_device(), batch_size=settings.embed_batch_size)
         folders[split] = str(out)
     return folders
@@ -132,14 +135,14 @@ def embed_flow(settings: CascadeSettings, spec: ClipSpec, workdir: str = "runs")
 
 @flow(name="train-prior", log_prints=True)
 def train_prior_flow(settings: CascadeSettings, shards: dict[str, str], workdir: str = "runs",
-                     force: bool = False) -> StageResult:
+                     force: bool = False, parent: Parent | None = None) -> StageResult:
     from prior.train import train_prior
 
-    inputs = _shard_inputs(shards)
+    inputs = _shard_inputs(shards) | (parent.inputs() if parent else {})
 
     def train(tracker):
         return train_prior(settings.prior, shards["train"], stage_folder(workdir, "prior", settings.prior, inputs),
-                           tracker=tracker, val_shards_dir=shards["val"])
+                           tracker=tracker, val_shards_dir=shards["val"], init_from=parent and parent.folder)
 
     return _publish(run_stage("prior", MODEL_NAMES["prior"], settings.prior, inputs, train,
                               metric=GATES["prior"], force=force))
@@ -147,14 +150,15 @@ def train_prior_flow(settings: CascadeSettings, shards: dict[str, str], workdir:
 
 @flow(name="train-decoder", log_prints=True)
 def train_decoder_flow(settings: CascadeSettings, shards: dict[str, str], workdir: str = "runs",
-                       force: bool = False) -> StageResult:
+                       force: bool = False, parent: Parent | None = None) -> StageResult:
     from decoder.train import train_decoder
 
-    inputs = _shard_inputs(shards)
+    inputs = _shard_inputs(shards) | (parent.inputs() if parent else {})
 
     def train(tracker):
         out = stage_folder(workdir, "decoder", settings.decoder, inputs)
-        _, metrics = train_decoder(settings.decoder, shards["train"], out, tracker=tracker, val_shards_dir=shards["val"])
+        _, metrics = train_decoder(settings.decoder, shards["train"], out, tracker=tracker, val_shards_dir=shards["val"],
+                                   init_from=parent and parent.folder)
         return out / "model", metrics
 
     return _publish(run_stage("decoder", MODEL_NAMES["decoder"], settings.decoder, inputs, train,
@@ -163,36 +167,41 @@ def train_decoder_flow(settings: CascadeSettings, shards: dict[str, str], workdi
 
 @flow(name="train-upsampler", log_prints=True)
 def train_upsampler_flow(settings: CascadeSettings, stage: int, workdir: str = "runs",
-                         force: bool = False) -> StageResult:
+                         force: bool = False, parent: Parent | None = None) -> StageResult:
     from upsamplers.train import train_upsampler
 
     name = f"upsampler{stage}"
     stage_settings = getattr(settings, name)
+    inputs = parent.inputs() if parent else {}
 
     def train(tracker):
-        return train_upsampler(stage_settings, stage_folder(workdir, name, stage_settings, {}), tracker=tracker)
+        return train_upsampler(stage_settings, stage_folder(workdir, name, stage_settings, inputs), tracker=tracker,
+                               init_from=parent and parent.folder)
 
-    return _publish(run_stage(name, MODEL_NAMES[name], stage_settings, {}, train, metric=GATES[name], force=force))
+    return _publish(run_stage(name, MODEL_NAMES[name], stage_settings, inputs, train, metric=GATES[name],
+                              force=force))
 
 
 @flow(name="train-cascade", log_prints=True)
 def train_cascade(preset: str = "demo", overrides: list[str] | None = None, workdir: str = "runs",
                   stages: list[str] | None = None, force: bool = False, data: str | None = None,
-                  clip: str | None = None) -> dict[str, StageResult]:
+                  clip: str | None = None, init_from: list[str] | None = None) -> dict[str, StageResult]:
     """Train every stage; stages whose inputs are unchanged and already registered are skipped.
     `data` chooses the images of every stage (`folder:/path`, `webdataset:...`, `shapes`); `clip`, a
-    pretrained CLIP to use frozen instead of training one (see clip/pretrained.py).
+    pretrained CLIP to use frozen instead of training one (see clip/pretrained.py); `init_from`
+    (flows/init_from.py), existing weights some stages start from instead of from scratch.
     CLIP (beside the upsamplers with `settings.upsamplers_beside_clip`) and the embedding come first;
     then `settings.lanes` of the other stages train at once."""
     settings = cascade_settings(preset, overrides or [], data)
     wanted = stages or list(STAGES)
+    parents = parse_init_from(init_from or [])
     # The stages that need nothing but the shards, longest first on the demo preset, so that with 2 lanes
     # the decoder trains in one while the other takes the rest in turn. The upsamplers need no CLIP at all.
     later = {
-        "decoder": lambda: train_decoder_flow(settings, shards, workdir, force),
-        "upsampler2": lambda: train_upsampler_flow(settings, 2, workdir, force),
-        "prior": lambda: train_prior_flow(settings, shards, workdir, force),
-        "upsampler1": lambda: train_upsampler_flow(settings, 1, workdir, force),
+        "decoder": lambda: train_decoder_flow(settings, shards, workdir, force, parents.get("decoder")),
+        "upsampler2": lambda: train_upsampler_flow(settings, 2, workdir, force, parents.get("upsampler2")),
+        "prior": lambda: train_prior_flow(settings, shards, workdir, force, parents.get("prior")),
+        "upsampler1": lambda: train_upsampler_flow(settings, 1, workdir, force, parents.get("upsampler1")),
     }
     later = {name: job for name, job in later.items() if name in wanted}
     clip_job = (lambda: frozen_clip_flow(settings, clip, workdir, force)) if clip else (
@@ -204,7 +213,7 @@ def train_cascade(preset: str = "demo", overrides: list[str] | None = None, work
     shards = {}
     if {"prior", "decoder"} & set(wanted):
         spec = ClipSpec.load(results["clip"].folder) if "clip" in results else fetch_clip_spec()
-        shards = embed_flow(settings, spec, workdir)
+        shards = embed_flow(settings, spec, workdir, _decoder_size(parents.get("decoder")))
     results.update(run_lanes(later, settings.lanes))
     results = {name: results[name] for name in STAGES if name in results}
     create_markdown_artifact(key="unclip-cascade", markdown="\n".join(r.markdown() for r in results.values()),
@@ -273,6 +282,17 @@ def run_lanes(jobs: dict[str, Callable[[], T]], lanes: int) -> dict[str, T]:
     return {name: future.result() for name, future in futures.items()}
 
 
+def _decoder_size(parent: Parent | None) -> int | None:
+    """The image side the shards need for a fine-tuned decoder: its own, not the preset's."""
+    if parent is None:
+        return None
+    from core.checkpoint import read_json
+    from decoder.config import DecoderConfig
+    from decoder.io import CONFIG_FILE
+
+    return DecoderConfig.parse(read_json(Path(parent.folder) / CONFIG_FILE)).image_size
+
+
 def _dataset_fingerprint(settings: CascadeSettings, split: str = "train") -> str:
     from data import open_dataset
 
@@ -303,13 +323,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. prior.train.steps=500 (repeatable)")
     parser.add_argument("--force", action="store_true", help="retrain even when inputs are unchanged")
+    parser.add_argument("--init-from", action="append", default=[], metavar="[STAGE=]REF",
+                        help="start a stage from existing weights instead of from scratch: models:/NAME@ALIAS, "
+                             "models:/NAME/VERSION or a model folder, e.g. decoder=models:/unclip-decoder@champion "
+                             "or decoder=MODELS/decoder; a models folder alone starts every stage it holds "
+                             "(repeatable; see flows/init_from.py)")
     args = parser.parse_args(argv)
     from flows.runtime import run_flow_cli
 
     def job():
         cascade_settings(args.preset, args.overrides, args.data)  # every settings mistake before Prefect starts
+        check_init_from(args.init_from, args.clip, args.stage)  # and every bad --init-from reference
         results = train_cascade(args.preset, args.overrides, args.workdir, args.stage, args.force, args.data,
-                                args.clip)
+                                args.clip, args.init_from)
         for r in results.values():
             print(summary_line(r))
     return run_flow_cli(job)

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SettingsError(f"--num-images must be at least 1 and --eta in [0, 1], got {args.num_images} "
                                 f"and {args.eta}")
         common.check_out_dir(args.out)
-        common.preflight(args, MANIPULATION_GUIDANCE)
+        common.preflight(args, MANIPULATION_GUIDANCE, images=True)
         paths, run_id = variations_flow(
             str(args.image), args.num_images, args.eta, args.seed, common.stage_steps(args),
             common.stage_guidance(args), args.output_size, **common.model_params(args), out=args.out,

@@ -13,7 +13,7 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 
 from core.config import Config
-from core.diffusion import NoiseConfig
+from core.diffusion import NoiseConfig, SamplingDefaults
 from core.errors import ConfigError
 
 Normalisation = Literal["standardise", "l2_scale"]
@@ -37,6 +37,11 @@ class PriorConfig(Config):
         description="standardise: (z - mean) / std with the shards' per-dimension stats (Karlo); "
                     "l2_scale: z * embed_scale (the paper: 17.2)")
     embed_scale: float | None = Field(None, gt=0, description="l2_scale factor (None: sqrt(embed_dim))")
+    null_caption: Literal["learned", "empty_caption"] = Field(
+        "learned", description="the unconditional branch's caption: learned (every null token visible, as "
+        "DALLE2-pytorch), or CLIP's encoding of the empty caption with its mask, fixed (diffusers' unCLIP pipeline "
+        "and Karlo; unclip.convert sets it)")
+    sampling: SamplingDefaults = Field(SamplingDefaults(), description="this prior's own sampling defaults")
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -8,9 +8,9 @@ statistics live in its `clip_mean` / `clip_std` parameters exactly where Karlo k
 
 The null caption (classifier-free guidance) is learned, as in DALLE2-pytorch: a null text
 embedding [D] and null token states [L, W], with every null token visible (mask all True).
-diffusers' unCLIP pipeline instead uses CLIP's encoding of "" with its mask, and zero token
-states in training; a Karlo checkpoint would start from that (null_text_embed = CLIP(""),
-null_tokens = 0). The network knows nothing about schedules (see core.diffusion).
+diffusers' unCLIP pipeline instead uses CLIP's encoding of "" with its mask: `null_caption=
+"empty_caption"` keeps that encoding in the same parameters, frozen, and its mask in `null_mask`
+(unclip.convert). The network knows nothing about schedules (see core.diffusion).
 """
 
 from __future__ import annotations
@@ -60,6 +60,24 @@ class DiffusionPrior(nn.Module):
             self.set_stats(torch.zeros(d), torch.full((d,), 1.0 / config.scale()))
         self.null_text_embed = nn.Parameter(torch.randn(d) / d**0.5)
         self.null_tokens = nn.Parameter(torch.zeros(length, w))
+        if config.null_caption == "empty_caption":
+            self.null_text_embed.requires_grad_(False)
+            self.null_tokens.requires_grad_(False)
+            self.register_buffer("null_mask", torch.zeros(length, dtype=torch.bool))
+
+    @torch.no_grad()
+    def set_empty_caption(self, embeds: Tensor, tokens: Tensor, mask: Tensor) -> None:
+        """Make CLIP's encoding of "" ([D], [L, W], [L]) the null caption (null_caption='empty_caption')."""
+        if self.config.null_caption != "empty_caption":
+            raise ConfigError("this prior learns its null caption (null_caption='learned')")
+        self.null_text_embed.copy_(embeds)
+        self.null_tokens.copy_(tokens)
+        self.null_mask.copy_(mask.bool())
+
+    @property
+    def unit_embeddings(self) -> bool:
+        """Whether its CLIP's embeddings are L2-normalised (this project's) or raw (Karlo's)."""
+        return self.clip_spec is None or self.clip_spec.normalise
 
     # -- embedding normalisation (the same rule in training and sampling) --------------------
     @torch.no_grad()
@@ -101,11 +119,12 @@ class DiffusionPrior(nn.Module):
     def null_condition(self, batch: int) -> dict[str, Tensor]:
         """The learned null caption, for the unconditional branch of classifier-free guidance."""
         length = self.config.context_length
-        return {
-            "text_embeds": self.null_text_embed.expand(batch, -1),
-            "tokens": self.null_tokens.expand(batch, -1, -1),
-            "mask": torch.ones(batch, length, dtype=torch.bool, device=self.null_tokens.device),
-        }
+        if self.config.null_caption == "empty_caption":
+            mask = self.null_mask.expand(batch, -1)
+        else:
+            mask = torch.ones(batch, length, dtype=torch.bool, device=self.null_tokens.device)
+        return {"text_embeds": self.null_text_embed.expand(batch, -1), "tokens": self.null_tokens.expand(batch, -1, -1),
+                "mask": mask}
 
     def forward(self, x: Tensor, t: Tensor, text_embeds: Tensor, tokens: Tensor, mask: Tensor,
                 drop: Tensor | None = None) -> Tensor:
@@ -115,7 +134,7 @@ class DiffusionPrior(nn.Module):
             null = self.null_condition(x.shape[0])
             text_embeds = torch.where(drop[:, None], null["text_embeds"].to(text_embeds.dtype), text_embeds)
             tokens = torch.where(drop[:, None, None], null["tokens"].to(tokens.dtype), tokens)
-            mask = mask | drop[:, None]
+            mask = torch.where(drop[:, None], null["mask"], mask.bool())
         # diffusers applies its causal mask only together with a text mask: always pass one.
         return self.prior(x, t, proj_embedding=text_embeds, encoder_hidden_states=tokens,
                           attention_mask=mask.bool(), return_dict=False)[0]

@@ -36,18 +36,19 @@ def sample_prior(
     seeds: Sequence[int],
     *,
     steps: int = 64,
-    sampler: Literal["ddim", "dpmpp"] = "ddim",
+    sampler: Literal["ddim", "dpmpp", "unclip"] = "ddim",
     guidance: float = 1.0,
     best_of: int = 2,
     eta: float = 0.0,
     batch_size: int = 256,
     progress: bool = False,
 ) -> Tensor:
-    """CLIP image embeddings [B, D] (float32, unit norm, on the prior's device) for B captions.
+    """CLIP image embeddings [B, D] (float32, unit norm unless the CLIP's are raw, on the prior's device).
 
-    `guidance` is the classifier-free guidance scale against the learned null caption (1.0: none,
-    as the paper found best; Karlo uses 4.0). `best_of` candidates are drawn per caption and the
-    one with the largest dot product with the caption's text embedding is kept.
+    `guidance` is the classifier-free guidance scale against the null caption (1.0: none, as the
+    paper found best; Karlo uses 4.0). `best_of` candidates are drawn per caption and the one with
+    the largest dot product with the caption's text embedding is kept. With a CLIP of raw embeddings
+    (Karlo's, ClipSpec.normalise false) the embeddings are returned as the prior makes them, unnormalised.
     """
     embeds, tokens, mask = text.embeds, text.tokens, text.mask
     prior.check_text(embeds, tokens, mask)
@@ -79,7 +80,8 @@ def _sample_chunk(prior, embeds, tokens, mask, seeds, steps, sampler, guidance, 
     scheduler = prior_scheduler(prior.config.noise, sampler, steps)
     x0 = sample(lambda x_t, t: denoise(x_t, t).float(), scheduler, x, seeds=seeds_n, eta=eta,
                 progress=progress, desc="prior")
-    candidates = F.normalize(prior.denormalise(x0), dim=-1).view(b, n, d)
+    candidates = prior.denormalise(x0)
+    candidates = (F.normalize(candidates, dim=-1) if prior.unit_embeddings else candidates).view(b, n, d)
     return pick_best(candidates, dot_scores(candidates, embeds))[0]
 
 
@@ -87,8 +89,12 @@ def prior_scheduler(noise: NoiseConfig, sampler: str, steps: int):
     """core.diffusion.sampling_scheduler, except that DPM-Solver++ is built here: core hands it
     `clip_sample`, which diffusers 0.42's DPMSolverMultistepScheduler rejects (reported to the lead)."""
     if sampler != "dpmpp":
-        return sampling_scheduler(noise, sampler, steps)
-    cfg = {k: v for k, v in noise.scheduler_config().items() if k not in ("clip_sample", "rescale_betas_zero_snr")}
+        try:
+            return sampling_scheduler(noise, sampler, steps)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    dropped = ("clip_sample", "clip_sample_range", "rescale_betas_zero_snr")
+    cfg = {k: v for k, v in noise.scheduler_config().items() if k not in dropped}
     scheduler = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero", **cfg)
     scheduler.set_timesteps(steps)
     return scheduler
@@ -97,8 +103,8 @@ def prior_scheduler(noise: NoiseConfig, sampler: str, steps: int):
 def _check_settings(count, seeds, steps, sampler, guidance, best_of, eta, batch_size, prior) -> None:
     if len(seeds) != count:
         raise ConfigError(f"{len(seeds)} seeds for {count} captions: give one seed per caption")
-    if sampler not in ("ddim", "dpmpp"):
-        raise ConfigError(f"unknown prior sampler {sampler!r}; choose ddim or dpmpp")
+    if sampler not in ("ddim", "dpmpp", "unclip"):
+        raise ConfigError(f"unknown prior sampler {sampler!r}; choose ddim, dpmpp or unclip")
     if not 1 <= steps <= prior.config.noise.train_steps:
         raise ConfigError(f"prior sampling steps must be between 1 and {prior.config.noise.train_steps}, got {steps}")
     if guidance < 0:

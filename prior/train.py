@@ -19,10 +19,11 @@ from clip.spec import check_same_clip
 from core.config import Config, apply_overrides, pick_preset
 from core.diffusion import NoiseConfig, training_scheduler, training_target
 from core.errors import ConfigError, UnclipError
+from core.init_from import parent_metrics, start_from
 from core.trainer import Tracker, TrainConfig, fit, make_accelerator
 from prior.config import PRIOR_PRESETS, PriorConfig, PriorEvalConfig
 from prior.evaluate import HeldOut, clip_text_embedder, evaluate_prior
-from prior.io import save_prior
+from prior.io import load_prior, save_prior
 from prior.model import DiffusionPrior, condition_dropout, count_parameters
 
 log = logging.getLogger("prior.train")
@@ -104,7 +105,14 @@ def training_batches(prior: DiffusionPrior, shards: EmbeddingShards, train: Trai
     return batches
 
 
-def build_prior(settings: PriorTrainSettings, shards: EmbeddingShards) -> DiffusionPrior:
+def build_prior(settings: PriorTrainSettings, shards: EmbeddingShards,
+                init_from: str | Path | None = None) -> DiffusionPrior:
+    """A new prior for the shards' CLIP, or the one in `init_from` (which must share that CLIP)."""
+    if init_from is not None:
+        return start_from(init_from, lambda folder: load_prior(folder, expected_spec=shards.spec), "prior")
+    if settings.prior.null_caption == "empty_caption":
+        raise ConfigError("prior.null_caption 'empty_caption' is CLIP's encoding of the empty caption, which comes "
+                          "with converted weights (unclip.convert): start from them with init_from")
     spec = shards.spec
     config = settings.prior.for_clip(spec.embed_dim, spec.context_length, spec.text_width)
     torch.manual_seed(settings.train.seed)
@@ -129,9 +137,11 @@ def make_evaluate(settings: PriorTrainSettings, val: EmbeddingShards):
 
 
 def train_prior(settings: PriorTrainSettings, shards_dir: str | Path, out_dir: str | Path,
-                tracker: Tracker | None = None, val_shards_dir: str | Path | None = None) -> tuple[Path, dict]:
+                tracker: Tracker | None = None, val_shards_dir: str | Path | None = None,
+                init_from: str | Path | None = None) -> tuple[Path, dict]:
     """Train on `shards_dir`, evaluate the EMA weights on `val_shards_dir`, write `out_dir/model`
-    (see prior.io). Training checkpoints go to `out_dir/run` (resumable). Returns (folder, metrics)."""
+    (see prior.io). Training checkpoints go to `out_dir/run` (resumable). `init_from`: a prior folder to
+    fine-tune instead of a new prior (core.init_from). Returns (folder, metrics)."""
     out_dir = Path(out_dir)
     shards = EmbeddingShards.open(shards_dir)
     val = EmbeddingShards.open(val_shards_dir) if val_shards_dir is not None else None
@@ -140,7 +150,7 @@ def train_prior(settings: PriorTrainSettings, shards_dir: str | Path, out_dir: s
     if shards.count < settings.train.batch_size:
         raise ConfigError(f"{shards_dir} holds {shards.count} examples, fewer than one batch "
                           f"(train.batch_size={settings.train.batch_size})")
-    prior = build_prior(settings, shards)
+    prior = build_prior(settings, shards, init_from)
     settings = settings.override(prior=prior.config)
     batches = training_batches(prior, shards, settings.train, settings.buffer_rows)
     log.info("prior: %.2fM parameters, %d training pairs", count_parameters(prior) / 1e6, shards.count)
@@ -149,9 +159,11 @@ def train_prior(settings: PriorTrainSettings, shards_dir: str | Path, out_dir: s
                             "clip": shards.spec.fingerprint()})
 
     acc = make_accelerator(settings.train.mixed_precision)
+    evaluate = make_evaluate(settings, val) if val else None
+    parent = parent_metrics(evaluate, prior) if init_from is not None else {}
     result = fit(prior, make_loss(settings.prior.noise, settings.prior.cond_drop),
                  batches, settings.train,
-                 out_dir / "run", run_config=settings, evaluate=make_evaluate(settings, val) if val else None,
+                 out_dir / "run", run_config=settings, evaluate=evaluate,
                  tracker=tracker, accelerator=acc, desc="prior")
     folder = out_dir / "model"
     if acc.is_main_process:
@@ -160,7 +172,7 @@ def train_prior(settings: PriorTrainSettings, shards_dir: str | Path, out_dir: s
                 "train_settings": settings.model_dump(mode="json")}
         save_prior(folder, result.ema.float().cpu(), shards.spec, info)
     acc.wait_for_everyone()
-    return folder, {**result.metrics, **shard_skips(shards, val)}
+    return folder, {**result.metrics, **shard_skips(shards, val), **parent}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,13 +23,16 @@ from unclip.sources import TRAIN_HINT, Sources
 
 @dataclass(frozen=True)
 class CascadeInfo:
-    """What the configs say: the CLIP, the resolution after each stage and each stage's noise steps."""
+    """What the configs say: the CLIP, the resolution after each stage, each stage's noise steps, and the
+    sampling defaults the models carry (upsamplers always; a prior or decoder where its config has them)."""
 
     spec: ClipSpec
     sizes: dict[str, int]  # decoder / upsampler1 / upsampler2 → output side
     train_steps: dict[str, int]
-    default_steps: dict[str, int] = field(default_factory=dict)  # upsamplers: their configured steps
+    default_steps: dict[str, int] = field(default_factory=dict)
     default_sampler: dict[str, str] = field(default_factory=dict)
+    default_guidance: dict[str, float] = field(default_factory=dict)
+    default_best_of: dict[str, int] = field(default_factory=dict)
 
     def stages_for(self, size: int | None) -> list[str]:
         """Stages to run for an output side (None: the largest); a side no stage produces is an error."""
@@ -68,7 +71,12 @@ def inspect_cascade(sources: Sources) -> CascadeInfo:
     decoder_cfg = _read_config(sources["decoder"].folder, DECODER_CONFIG, DecoderConfig, "decoder")
     sizes = {"decoder": decoder_cfg.image_size}
     train_steps = {"prior": prior_cfg.noise.train_steps, "decoder": decoder_cfg.noise.train_steps}
-    default_steps, default_sampler = {}, {}
+    defaults = {kind: {} for kind in ("steps", "sampler", "guidance", "best_of")}
+    for stage, cfg in (("prior", prior_cfg), ("decoder", decoder_cfg)):
+        for kind, value in cfg.sampling.model_dump().items():
+            if value is not None:
+                defaults[kind][stage] = value
+    default_steps, default_sampler = defaults["steps"], defaults["sampler"]
     previous = "decoder"
     for stage in ("upsampler1", "upsampler2"):
         if stage not in sources:
@@ -84,7 +92,8 @@ def inspect_cascade(sources: Sources) -> CascadeInfo:
         default_steps[stage] = cfg.sample_steps
         default_sampler[stage] = cfg.sampler
         previous = stage
-    return CascadeInfo(spec, sizes, train_steps, default_steps, default_sampler)
+    return CascadeInfo(spec, sizes, train_steps, default_steps, default_sampler, defaults["guidance"],
+                       defaults["best_of"])
 
 
 def load_cascade(sources: Sources, device: str | torch.device = "cpu", compile: bool = False) -> Cascade:

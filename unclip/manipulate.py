@@ -34,7 +34,9 @@ CAPTION_FULL = {"text": 0.5, "prior": 1.0}
 
 
 def _plan(pipe: UnclipPipeline, steps, guidance, output_size) -> dict:
-    return pipe.plan(steps, guidance, "ddim", output_size, guidance_defaults=MANIPULATION_GUIDANCE)
+    # DDIM for the inversion's round trip; the upsamplers keep their own samplers
+    return pipe.plan(steps, guidance, {"prior": "ddim", "decoder": "ddim"}, output_size,
+                     guidance_defaults=MANIPULATION_GUIDANCE)
 
 
 def _embed_and_invert(pipe: UnclipPipeline, images: list[Image.Image], plan: dict,

@@ -31,11 +31,15 @@ from unclip.provenance import attach
 from unclip.settings import (
     DEFAULT_DECODER_BEST_OF,
     DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
     check_steps,
     guidance_for,
     samplers_for,
     steps_for,
 )
+
+DEFAULT_PRIOR_BEST_OF = 2  # the paper's
 
 log = logging.getLogger("unclip")
 
@@ -102,18 +106,18 @@ class UnclipPipeline:
     # -- text to image -----------------------------------------------------------------------
     def generate(self, prompts: str | Sequence[str], num_images: int = 1, seed: int = 0,
                  steps: Mapping[str, Any] | None = None, guidance: Mapping[str, Any] | None = None,
-                 sampler: str | Mapping[str, str] | None = "ddim", output_size: int | None = None,
-                 best_of: int = 2, batch_size: int = 8,
-                 decoder_best_of: int = DEFAULT_DECODER_BEST_OF) -> list[Image.Image]:
+                 sampler: str | Mapping[str, str] | None = None, output_size: int | None = None,
+                 best_of: int | None = None, batch_size: int = 8,
+                 decoder_best_of: int | None = None) -> list[Image.Image]:
         """`num_images` images per prompt at `output_size` (None: the largest), prompt-major. `best_of`
         prior candidates per image (the one closest to the caption kept, as the paper), `decoder_best_of`
         decodes of the kept embedding (the one CLIP reads closest to it kept; 1: the paper's single decode;
-        the default's figures are in unclip/settings.py)."""
+        the default's figures are in unclip/settings.py). Settings left None take the models' own
+        defaults where they carry some, else the cascade's (unclip/settings.py)."""
         prompts = check_prompts(prompts)
         if num_images < 1 or batch_size < 1:
             raise SettingsError(f"num_images and batch_size must be at least 1, got {num_images} and {batch_size}")
-        if best_of < 1 or decoder_best_of < 1:
-            raise SettingsError(f"best_of and decoder_best_of must be at least 1, got {best_of} and {decoder_best_of}")
+        best_of, decoder_best_of = best_of_for(self.info, best_of, decoder_best_of)
         plan = self.plan(steps, guidance, sampler, output_size)
         images = self.generate_tensors(prompts, num_images, seed, plan, best_of, batch_size, decoder_best_of)
         out = []
@@ -125,9 +129,10 @@ class UnclipPipeline:
 
     @torch.inference_mode()
     def generate_tensors(self, prompts: list[str], num_images: int, seed: int, plan: dict,
-                         best_of: int = 2, batch_size: int = 8,
-                         decoder_best_of: int = DEFAULT_DECODER_BEST_OF) -> Tensor:
+                         best_of: int | None = None, batch_size: int = 8,
+                         decoder_best_of: int | None = None) -> Tensor:
         """[len(prompts) * num_images, 3, S, S] in [-1, 1]."""
+        best_of, decoder_best_of = best_of_for(self.info, best_of, decoder_best_of)
         self.timings = {}
         with self.timed("clip"):
             text = self.encode_text(prompts)
@@ -145,8 +150,8 @@ class UnclipPipeline:
         return torch.cat(chunks)
 
     # -- stages (also used by the manipulations) ----------------------------------------------
-    def plan(self, steps=None, guidance=None, sampler="ddim", output_size=None,
-             guidance_defaults: Mapping[str, float] = DEFAULT_GUIDANCE) -> dict:
+    def plan(self, steps=None, guidance=None, sampler=None, output_size=None,
+             guidance_defaults: Mapping[str, float] | None = None) -> dict:
         return make_plan(self.info, steps, guidance, sampler, output_size, guidance_defaults)
 
     def record(self, plan: dict) -> dict[str, Any]:
@@ -243,13 +248,17 @@ class UnclipPipeline:
         return text_diff(self, image, from_caption, to_caption, thetas, **kw)
 
 
-def make_plan(info: CascadeInfo, steps=None, guidance=None, sampler="ddim", output_size=None,
-              guidance_defaults: Mapping[str, float] = DEFAULT_GUIDANCE) -> dict:
+def make_plan(info: CascadeInfo, steps=None, guidance=None, sampler=None, output_size=None,
+              guidance_defaults: Mapping[str, float] | None = None) -> dict:
     """Resolved settings: steps, guidance and sampler per stage, the stages to run, the output side;
-    needs only the configs (CascadeInfo), so command lines check settings before loading weights."""
+    needs only the configs (CascadeInfo), so command lines check settings before loading weights.
+    What the user leaves unset comes from the models' own defaults, then the cascade's; given
+    `guidance_defaults` (the manipulations' unguided decode) replace both for guidance."""
     stages = info.stages_for(output_size)
-    resolved_steps = steps_for(steps)
-    samplers = samplers_for(sampler)
+    resolved_steps = steps_for(steps, {**DEFAULT_STEPS, **info.default_steps})
+    samplers = samplers_for(sampler, {**DEFAULT_SAMPLER, **info.default_sampler})
+    if guidance_defaults is None:
+        guidance_defaults = {**DEFAULT_GUIDANCE, **info.default_guidance}
     for stage in ("upsampler1", "upsampler2"):
         if stage in stages:
             resolved_steps[stage] = resolved_steps[stage] or info.default_steps[stage]
@@ -261,6 +270,19 @@ def make_plan(info: CascadeInfo, steps=None, guidance=None, sampler="ddim", outp
         check_steps(stage, n, info.train_steps[stage])
     return {"steps": resolved_steps, "guidance": guidance_for(guidance, guidance_defaults), "sampler": samplers,
             "stages": stages, "output_size": info.sizes[stages[-1]]}
+
+
+def best_of_for(info: CascadeInfo, best_of: int | None, decoder_best_of: int | None) -> tuple[int, int]:
+    """(prior candidates, decodes) per image: the given ones, else the models' own, else the cascade's;
+    a CLIP without an image tower cannot rank decodes, so its default is a single one."""
+    if best_of is None:
+        best_of = info.default_best_of.get("prior", DEFAULT_PRIOR_BEST_OF)
+    if decoder_best_of is None:
+        fallback = DEFAULT_DECODER_BEST_OF if info.spec.has_image_tower else 1
+        decoder_best_of = info.default_best_of.get("decoder", fallback)
+    if best_of < 1 or decoder_best_of < 1:
+        raise SettingsError(f"best_of and decoder_best_of must be at least 1, got {best_of} and {decoder_best_of}")
+    return best_of, decoder_best_of
 
 
 def check_prompts(prompts: str | Sequence[str], what: str = "prompt") -> list[str]:

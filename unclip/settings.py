@@ -4,7 +4,10 @@ Steps follow Karlo and diffusers' UnCLIPPipeline (prior 25 / decoder 25); guidan
 unguided prior, and an unguided decoder for the demo's models (measured below; the paper's decoder 1.25
 and Karlo's 4 / 8 are one override away);
 an upsampler's steps and sampler default to those stored in its own config (the paper's 27 and 15
-DDIM steps for the `paper` preset). The upsamplers take no guidance.
+DDIM steps for the `paper` preset). The upsamplers take no guidance. A prior or decoder that carries
+its own sampling defaults (`sampling` in its config: a converted Karlo model's 25 / 25 steps, guidance
+4 / 8, the unclip sampler, one candidate) uses them where the user gives none; these constants are
+for the models that carry none.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from unclip.errors import SettingsError
 
 SAMPLED = ("prior", "decoder", "upsampler1", "upsampler2")
 GUIDED = ("prior", "decoder")
-SAMPLERS = ("ddim", "dpmpp", "ddpm")
+SAMPLERS = ("ddim", "dpmpp", "ddpm", "unclip")
 
 DEFAULT_STEPS: dict[str, int | None] = {"prior": 25, "decoder": 25, "upsampler1": None, "upsampler2": None}
 # Guidance: the paper found guiding the prior hurt (1.0) and took COCO FID at decoder guidance 1.25;
@@ -78,8 +81,9 @@ def parse_stage_values(text: str | None, stages: tuple[str, ...], kind: str) -> 
     return out
 
 
-def steps_for(overrides: Mapping[str, Any] | None) -> dict[str, int | None]:
-    steps = dict(DEFAULT_STEPS)
+def steps_for(overrides: Mapping[str, Any] | None,
+              defaults: Mapping[str, int | None] = DEFAULT_STEPS) -> dict[str, int | None]:
+    steps = dict(defaults)
     for stage, value in _known(overrides, SAMPLED, "steps").items():
         steps[stage] = None if value is None else _int(value, f"{stage} steps")
     return steps
@@ -96,8 +100,9 @@ def guidance_for(overrides: Mapping[str, Any] | None, defaults: Mapping[str, flo
     return guidance
 
 
-def samplers_for(sampler: str | Mapping[str, Any] | None) -> dict[str, str | None]:
-    samplers = dict(DEFAULT_SAMPLER)
+def samplers_for(sampler: str | Mapping[str, Any] | None,
+                 defaults: Mapping[str, str | None] = DEFAULT_SAMPLER) -> dict[str, str | None]:
+    samplers = dict(defaults)
     given = {stage: sampler for stage in SAMPLED} if isinstance(sampler, str) else _known(sampler, SAMPLED, "sampler")
     for stage, name in given.items():
         if name not in SAMPLERS:

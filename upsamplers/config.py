@@ -21,6 +21,7 @@ from data.config import BUILT_IN
 
 Stage = Literal[1, 2]
 Interpolation = Literal["bilinear", "bicubic", "area"]
+Resize = Literal["bicubic", "bicubic_antialias"]
 
 
 class UpsamplerModelConfig(Config):
@@ -40,12 +41,27 @@ class UpsamplerModelConfig(Config):
     # untrained network (zero output layer) returns the bicubic image and training only learns detail.
     # On the CPU budgets, ε- and v-prediction were still noise after 200 steps; this was not (bench/).
     residual: bool = True
+    resample: Literal["conv", "resnet"] = Field("conv", description="between levels: one convolution (diffusers' "
+                                                "DownBlock2D/UpBlock2D), or ResNet blocks (GLIDE's, Karlo's)")
+    time_scale_shift: bool = Field(True, description="the timestep embedding scales and shifts each normalised feature "
+                                   "map (FiLM, as GLIDE/ADM); False: it is added to them (Karlo's super-resolution U-Nets)")
+    learned_variance: bool = Field(False, description="3 more output channels choose each pixel's variance (core.vlb); "
+                                   "used by the unclip sampler, trained by the variational bound beside the MSE")
+    final_step_unet: bool = Field(False, description="a second U-Net of the same layout takes the last sampling step "
+                                  "(Karlo's, fine-tuned with a GAN loss this project does not have: training keeps it "
+                                  "frozen, so it comes with converted weights)")
 
     @model_validator(mode="after")
     def _check(self) -> UpsamplerModelConfig:
         if self.norm == "group" and any(c % self.norm_groups for c in self.channels):
             raise ValueError(f"every width in channels {self.channels} must divide by norm_groups {self.norm_groups}")
+        if self.learned_variance and self.residual:
+            raise ValueError("learned_variance with residual: the correction to bicubic has no variance to learn")
         return self
+
+    @property
+    def out_channels(self) -> int:
+        return 6 if self.learned_variance else 3
 
     @property
     def size_multiple(self) -> int:
@@ -93,6 +109,9 @@ class UpsamplerConfig(Config):
     aug_level: float = Field(0.05, ge=0, le=1, description="noise augmentation level at inference (mild)")
     tile: int | None = Field(None, ge=8, description="default tile side for inference; None: whole image")
     tile_overlap: int = Field(32, ge=0)
+    condition_resize: Resize = Field("bicubic", description="how the low-res input is upsampled: torch's bicubic "
+                                     "(a = -0.75) clamped to the pixel range, or its antialiased kernel (a = -0.5, "
+                                     "PIL's) unclamped, which diffusers' unCLIP pipeline gives Karlo's models")
 
     @model_validator(mode="after")
     def _check(self) -> UpsamplerConfig:
@@ -218,7 +237,12 @@ def settings_for(stage: int, preset: str, overrides: list[str] | tuple[str, ...]
     """A preset of one stage with `key=value` overrides applied (ConfigError on a bad name or value)."""
     if stage not in PRESETS:
         raise ConfigError(f"unknown upsampler stage {stage!r}; choose 1 (64→256) or 2 (256→1024)")
-    settings = apply_overrides(pick_preset(PRESETS[stage], preset, f"stage-{stage} upsampler"), overrides)
+    return with_data_size(apply_overrides(pick_preset(PRESETS[stage], preset, f"stage-{stage} upsampler"), overrides))
+
+
+def with_data_size(settings: UpsamplerTrainSettings) -> UpsamplerTrainSettings:
+    """A built-in dataset rendered at least at the stage's high resolution (a fine-tuned parent's may exceed
+    the preset's)."""
     if settings.data.source in BUILT_IN and settings.data.image_size < settings.upsampler.high_res:
         settings = settings.override(data={**settings.data.model_dump(), "image_size": settings.upsampler.high_res})
     return settings

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
 
-from upsamplers.config import UpsamplerConfig
+from upsamplers.config import Resize, UpsamplerConfig
 
 # The augmentation level in [0, 1] goes through the U-Net's timestep embedding at this scale.
 LEVEL_SCALE = 1000.0
@@ -47,43 +47,61 @@ def _use_pixel_norm(module: torch.nn.Module) -> None:
             _use_pixel_norm(child)
 
 
+def build_unet(cfg: UpsamplerConfig) -> UNet2DModel:
+    m = cfg.model
+    n = len(m.channels)
+    down, up = ("ResnetDownsampleBlock2D", "ResnetUpsampleBlock2D") if m.resample == "resnet" else (
+        "DownBlock2D", "UpBlock2D")
+    unet = UNet2DModel(
+        sample_size=cfg.high_res,
+        in_channels=6,
+        out_channels=m.out_channels,
+        down_block_types=(down,) * n,
+        up_block_types=(up,) * n,
+        block_out_channels=tuple(m.channels),
+        layers_per_block=m.layers_per_block,
+        mid_block_type="UNetMidBlock2D",
+        add_attention=False,
+        norm_num_groups=m.norm_groups if m.norm == "group" else 1,
+        dropout=m.dropout,
+        resnet_time_scale_shift="scale_shift" if m.time_scale_shift else "default",
+        class_embed_type="timestep" if m.level_conditioning else None,
+    )
+    if m.norm == "pixel":
+        _use_pixel_norm(unet)
+    # zero output layer, as in ADM/GLIDE: training starts from a constant (or, residual, bicubic) output
+    torch.nn.init.zeros_(unet.conv_out.weight)
+    torch.nn.init.zeros_(unet.conv_out.bias)
+    return unet
+
+
 class Upsampler(torch.nn.Module):
     def __init__(self, cfg: UpsamplerConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        m = cfg.model
-        n = len(m.channels)
-        self.unet = UNet2DModel(
-            sample_size=cfg.high_res,
-            in_channels=6,
-            out_channels=3,
-            down_block_types=("DownBlock2D",) * n,
-            up_block_types=("UpBlock2D",) * n,
-            block_out_channels=tuple(m.channels),
-            layers_per_block=m.layers_per_block,
-            mid_block_type="UNetMidBlock2D",
-            add_attention=False,
-            norm_num_groups=m.norm_groups if m.norm == "group" else 1,
-            dropout=m.dropout,
-            resnet_time_scale_shift="scale_shift",  # FiLM, as in the GLIDE/ADM U-Nets
-            class_embed_type="timestep" if m.level_conditioning else None,
-        )
-        if m.norm == "pixel":
-            _use_pixel_norm(self.unet)
-        # zero output layer, as in ADM/GLIDE: training starts from a constant (or, residual, bicubic) output
-        torch.nn.init.zeros_(self.unet.conv_out.weight)
-        torch.nn.init.zeros_(self.unet.conv_out.bias)
+        self.unet = build_unet(cfg)
+        self.final_unet = build_unet(cfg) if cfg.model.final_step_unet else None
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        """x_t, condition: [B, 3, H, W] (condition = bicubic-upsampled, augmented low-res); t, level: [B]."""
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor, level: torch.Tensor,
+                final: bool = False) -> torch.Tensor:
+        """x_t, condition: [B, 3, H, W] (condition = bicubic-upsampled, augmented low-res); t, level: [B].
+        `final`: the last sampling step, which the final-step U-Net takes where there is one."""
         labels = level.float() * LEVEL_SCALE if self.cfg.model.level_conditioning else None
-        out = self.unet(torch.cat([x_t, condition.to(x_t.dtype)], dim=1), t, class_labels=labels).sample
+        unet = self.final_unet if final and self.final_unet is not None else self.unet
+        out = unet(torch.cat([x_t, condition.to(x_t.dtype)], dim=1), t, class_labels=labels).sample
         return out + condition if self.cfg.model.residual else out
 
 
 def upsample_bicubic(low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The conditioning image: plain bicubic upsampling, clamped to the pixel range."""
     return F.interpolate(low_res, size=size, mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+def upsample_condition(low_res: torch.Tensor, size: tuple[int, int], resize: Resize = "bicubic") -> torch.Tensor:
+    """The conditioning image, upsampled the way the stage's config says (UpsamplerConfig.condition_resize)."""
+    if resize == "bicubic_antialias":
+        return F.interpolate(low_res, size=size, mode="bicubic", align_corners=False, antialias=True)
+    return upsample_bicubic(low_res, size)
 
 
 def parameter_count(model: torch.nn.Module) -> int:

@@ -14,7 +14,7 @@ import torch
 
 from upsamplers.config import UpsamplerConfig
 from upsamplers.degrade import degrade
-from upsamplers.model import upsample_bicubic
+from upsamplers.model import upsample_condition
 
 
 def to_signed(pixels: torch.Tensor) -> torch.Tensor:
@@ -39,7 +39,7 @@ def make_pair(image: torch.Tensor, cfg: UpsamplerConfig, crop: int, level_max: f
     high = to_signed(pick_crop(image, crop, crop_tries, g))
     level = level_max * torch.rand((), generator=g)
     low = degrade(high[None], cfg.augment, crop // cfg.factor, level, [g])
-    return high, upsample_bicubic(low, (crop, crop))[0], level
+    return high, upsample_condition(low, (crop, crop), cfg.condition_resize)[0], level
 
 
 def pair_batches(cfg: UpsamplerConfig, crop: int, batch_size: int, crop_tries: int = 1):

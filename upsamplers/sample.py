@@ -17,12 +17,20 @@ from typing import Literal
 
 import torch
 
-from core.diffusion import Denoise, Sampler, generators, initial_noise, sample, sampling_scheduler
+from core.diffusion import (
+    Denoise,
+    Sampler,
+    generators,
+    initial_noise,
+    mean_channels,
+    sample,
+    sampling_scheduler,
+)
 from core.errors import ConfigError
 from core.seeds import stream_seed
 from upsamplers.config import check_tiling
 from upsamplers.io import as_model
-from upsamplers.model import Upsampler, upsample_bicubic
+from upsamplers.model import Upsampler, upsample_condition
 
 Precision = Literal["fp32", "bf16"]
 Net = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -114,7 +122,7 @@ def condition_for(model: Upsampler, low_res: torch.Tensor, level: float, seeds: 
         # its own stream, apart from x_T (the seed) and the sampler's noise
         gens = generators([stream_seed(s, "augment") for s in seeds])
         low = (low + std * torch.stack([torch.randn(low.shape[1:], generator=g) for g in gens])).clamp(-1, 1)
-    return upsample_bicubic(low, (low.shape[-2] * cfg.factor, low.shape[-1] * cfg.factor))
+    return upsample_condition(low, (low.shape[-2] * cfg.factor, low.shape[-1] * cfg.factor), cfg.condition_resize)
 
 
 def upsample(
@@ -152,25 +160,34 @@ def upsample(
             check_tiling(tile, overlap, cfg.model.size_multiple)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+    sampler = sampler or cfg.sampler
     try:
-        scheduler = sampling_scheduler(cfg.noise, sampler or cfg.sampler, steps or cfg.sample_steps)
+        scheduler = sampling_scheduler(cfg.noise, sampler, steps or cfg.sample_steps,
+                                       learned_variance=cfg.model.learned_variance)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    last_step = int(scheduler.timesteps[-1])
 
     device = next(model.parameters()).device
     # Channels-last inputs on the CPU: the demo upsamplers' oneDNN convolutions at 128 and 512 px took
-    # 0.75-0.8x as long (the same outputs to 1e-6); not measured on GPUs, so left as it is there.
-    memory = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    # 0.75-0.8x as long (the same outputs to 1e-6); not measured on GPUs, so left as it is there. Only
+    # for pixel-norm networks, where it was measured: GroupNorm ones (Karlo's) keep the default layout,
+    # whose outputs match diffusers' exactly (their few ε steps from t = 999 magnify a 1e-6 to 1e-4).
+    cpu_fast = device.type == "cpu" and cfg.model.norm == "pixel"
+    memory = torch.channels_last if cpu_fast else torch.contiguous_format
     condition = condition_for(model, low_res, level, seeds).to(device).contiguous(memory_format=memory)
     levels = torch.full((len(seeds),), level, device=device)
 
     def net(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         with _autocast(precision, device):
-            out = model(x.contiguous(memory_format=memory), t, cond.contiguous(memory_format=memory), levels)
+            out = model(x.contiguous(memory_format=memory), t, cond.contiguous(memory_format=memory), levels,
+                        final=int(t[0]) == last_step)
         return out.float().contiguous()
 
     run = tiled(net, tile, overlap) if tile is not None else net
     denoise: Denoise = lambda x, t: run(x, t, condition)  # noqa: E731
+    if cfg.model.learned_variance and sampler != "unclip":
+        denoise = mean_channels(denoise)
     x_t = initial_noise(seeds, (3, height, width), device)
     with torch.inference_mode():
         out = sample(denoise, scheduler, x_t, seeds=seeds, eta=eta, progress=progress, desc="upsample")

@@ -15,13 +15,16 @@ import torch.nn.functional as F
 
 from core.checkpoint import write_json
 from core.diffusion import training_scheduler, training_target
+from core.errors import ConfigError
+from core.init_from import parent_metrics, start_from
 from core.trainer import Tracker, fit, make_accelerator
+from core.vlb import split_variance, vlb_loss
 from data import open_dataset
 from data.shards import add_counts, prepare_images
 from data.skips import skip_metrics
-from upsamplers.config import PRESETS, UpsamplerConfig, UpsamplerTrainSettings, settings_for
+from upsamplers.config import PRESETS, UpsamplerConfig, UpsamplerTrainSettings, settings_for, with_data_size
 from upsamplers.evaluate import evaluate_upsampler
-from upsamplers.io import save_upsampler
+from upsamplers.io import load_upsampler, save_upsampler
 from upsamplers.model import Upsampler
 from upsamplers.pairs import pair_batches, to_signed
 
@@ -40,7 +43,11 @@ def make_loss(cfg: UpsamplerConfig):
         t = torch.randint(0, steps, (high.shape[0],), device=high.device)
         x_t = scheduler.add_noise(high, noise, t)
         target = training_target(scheduler, high, noise, t)
-        return F.mse_loss(model(x_t, t, condition, level).float(), target.float())
+        out = model(x_t, t, condition, level).float()
+        if not cfg.model.learned_variance:
+            return F.mse_loss(out, target.float())
+        out, v = split_variance(out)  # the MSE trains the mean, the bound the variance (core.vlb)
+        return F.mse_loss(out, target.float()) + vlb_loss(scheduler, high, x_t, t, out, v).mean()
 
     return loss_fn
 
@@ -54,11 +61,31 @@ def make_evaluate(val: torch.Tensor, settings: UpsamplerTrainSettings, images: d
     return evaluate
 
 
+def build_upsampler(settings: UpsamplerTrainSettings, init_from: str | Path | None = None) -> Upsampler:
+    """A new upsampler, or the one in `init_from`; a final-step U-Net stays as it came (frozen)."""
+    if init_from is None:
+        if settings.upsampler.model.final_step_unet:
+            raise ConfigError("upsampler.model.final_step_unet is a second, GAN-tuned U-Net this project cannot train: "
+                              "it comes with converted weights (unclip.convert); start from them with init_from")
+        torch.manual_seed(settings.train.seed)
+        return Upsampler(settings.upsampler)
+    model = start_from(init_from, load_upsampler, f"upsampler{settings.upsampler.stage}")
+    if model.final_unet is not None:
+        model.final_unet.requires_grad_(False)
+    return model
+
+
 def train_upsampler(settings: UpsamplerTrainSettings, out_dir: str | Path,
-                    tracker: Tracker | None = None) -> tuple[Path, dict[str, float]]:
+                    tracker: Tracker | None = None, init_from: str | Path | None = None) -> tuple[Path, dict[str, float]]:
     """Train, evaluate on held-out images and write `out_dir/model` (+ `out_dir/side_by_side.png`:
-    low-res | bicubic | model | ground truth). Returns (model folder, metrics)."""
+    low-res | bicubic | model | ground truth); `init_from`: an upsampler folder to fine-tune instead of
+    a new one (core.init_from). Returns (model folder, metrics)."""
     out_dir = Path(out_dir)
+    model = build_upsampler(settings, init_from)
+    try:
+        settings = with_data_size(settings.override(upsampler=model.cfg))
+    except ConfigError as err:
+        raise ConfigError(f"the training settings do not fit the upsampler in {init_from}: {err}") from None
     up, size = settings.upsampler, settings.upsampler.high_res
     acc = make_accelerator(settings.train.mixed_precision)
     sets = {}
@@ -71,23 +98,22 @@ def train_upsampler(settings: UpsamplerTrainSettings, out_dir: str | Path,
         log.warning("data: %s", ", ".join(f"{k} {v:g}" for k, v in skips.items()))
     val = to_signed(sets["val"].head(None, ("images",))["images"])
 
-    torch.manual_seed(settings.train.seed)
-    model = Upsampler(up)
     train = settings.train
     raw = sets["train"].batches(("images",), train.batch_size, train.seed, settings.buffer_rows,
                                 prepare=pair_batches(up, settings.crop_size, train.batch_size, settings.crop_tries))
     images: dict = {}
+    evaluate = make_evaluate(val, settings, images)
+    parent = parent_metrics(evaluate, model) if init_from is not None else {}
     result = fit(model, make_loss(up), raw, settings.train, out_dir / "run", run_config=settings,
-                 evaluate=make_evaluate(val, settings, images), tracker=tracker, accelerator=acc,
-                 desc=f"upsampler {up.stage}")
+                 evaluate=evaluate, tracker=tracker, accelerator=acc, desc=f"upsampler {up.stage}")
     folder = out_dir / "model"
     if acc.is_main_process:
         save_upsampler(folder, result.ema.float(), {"train_settings": settings})
-        write_json(folder / "metrics.json", {**result.metrics, **skips})
+        write_json(folder / "metrics.json", {**result.metrics, **skips, **parent})
         if "side_by_side" in images:
             images["side_by_side"].save(out_dir / "side_by_side.png")
     acc.wait_for_everyone()
-    return folder, {**result.metrics, **skips}
+    return folder, {**result.metrics, **skips, **parent}
 
 
 def main(argv: list[str] | None = None) -> int:
