@@ -22,13 +22,15 @@ def store_dir() -> Path:
     return Path(os.environ.get("UNCLIP_MLFLOW_DIR", "mlruns")).resolve()
 
 
-_ours: str | None = None  # mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI; remember what we wrote
+# mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI: every store we chose is remembered, so an
+# environment that still (or again) holds one of them is not taken for the user's choice
+_ours: set[str] = set()
 
 
 def user_tracking_uri() -> str | None:
-    """MLFLOW_TRACKING_URI when the user set it (not when it is our own earlier choice)."""
+    """MLFLOW_TRACKING_URI when the user set it (not when it is one of our own earlier choices)."""
     value = os.environ.get("MLFLOW_TRACKING_URI")
-    return value if value and value != _ours else None
+    return value if value and value not in _ours else None
 
 
 def tracking_uri() -> str:
@@ -37,11 +39,10 @@ def tracking_uri() -> str:
 
 def configure() -> str:
     """Point MLflow at the store; create the local folder for the embedded default."""
-    global _ours
     uri = tracking_uri()
     if user_tracking_uri() is None:
         store_dir().mkdir(parents=True, exist_ok=True)
-        _ours = uri
+        _ours.add(uri)
     mlflow.set_tracking_uri(uri)
     return uri
 

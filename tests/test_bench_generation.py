@@ -16,12 +16,14 @@ def test_each_setting_gets_a_row(tmp_path, monkeypatch, capsys):
             "--decoder-best-of", "1", "--decoder-best-of", "2"]
     assert load_bench("bench_generation").main([*args, "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    rows = list(result["accuracy"].values())
+    rows = list(result["rows"].values())
     assert [(row["best_of"], row["decoder_best_of"]) for row in rows] == [(1, 1), (1, 2), (3, 1), (3, 2)]
     assert all(row["guidance"]["decoder"] == 1.5 for row in rows)
-    assert all(0 <= row[k] <= 1 for row in rows for k in ("color", "shape", "size", "position", "background"))
+    assert all(0 <= row[k] <= 1 for row in rows for k in ("caption_top5", "caption_real_top5", "zeroshot_shape"))
+    assert all(row["clip_score_low"] <= row["clip_score"] <= row["clip_score_high"] for row in rows)
     table = capsys.readouterr().out
     assert "| best of | decoder best of |" in table and table.count("| 1.5 |") == 0 and table.count("decoder 1.5 |") == 4
+    assert "zeroshot_shape" in table and "clip_score_real" in table
 
 
 @pytest.mark.parametrize("option", ["--best-of", "--decoder-best-of"])
