@@ -233,6 +233,8 @@ def write_shards(folder: str | Path, dataset, identity: Mapping[str, Any],
 
 
 def _write_all(folder, dataset, encode, shard_size, limit, desc, after_shard) -> None:
+    for leftover in folder.glob(".shard_*"):  # half-written by a killed run (write_atomic's temporaries)
+        leftover.unlink(missing_ok=True)
     done = [int(p.name[6:11]) for p in folder.glob("shard_*.safetensors")]
     start = max(done) + 1 if done else 0  # a shard whose examples were all skipped has no file
     total = None
