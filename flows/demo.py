@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from core.cli import ArgumentParser, check_output_dir, int_in
 from flows.generate import generate_flow
 from flows.interpolate import interpolate_flow
 from flows.presets import CASCADE_PRESETS
@@ -116,18 +116,24 @@ def report(summary: dict, out: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="demo", choices=CASCADE_PRESETS)
     parser.add_argument("--workdir", default="runs", help="checkpoints, shards and model folders (default: runs)")
     parser.add_argument("--out", default="outputs", help="where the images go (default: outputs)")
-    parser.add_argument("--prompts", type=int, default=8, help="held-out prompts to draw (default: 8)")
-    parser.add_argument("--images-per-prompt", type=int, default=4, help="images per prompt (default: 4)")
+    parser.add_argument("--prompts", type=int_in(2, 1000), default=8, help="held-out prompts to draw, at least 2 "
+                        "(an interpolation joins two of their images) (default: 8)")
+    parser.add_argument("--images-per-prompt", type=int_in(1, 100), default=4, help="images per prompt (default: 4)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a training setting, e.g. prior.train.steps=500 (repeatable)")
     args = parser.parse_args(argv)
     from flows.runtime import run_flow_cli
 
     def job():
+        from flows.presets import cascade_settings
+
+        cascade_settings(args.preset, args.overrides)  # settings mistakes and unwritable folders before Prefect starts
+        check_output_dir(args.workdir, "--workdir")
+        check_output_dir(args.out)
         report(demo_flow(args.preset, args.workdir, args.out, args.prompts, args.images_per_prompt, args.overrides),
                args.out)
     return run_flow_cli(job)

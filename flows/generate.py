@@ -12,8 +12,8 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from core.cli import ArgumentParser, int_in
 from flows import inference as common
-from unclip.errors import SettingsError
 from unclip.pipeline import UnclipPipeline, check_prompts
 from unclip.settings import DEFAULT_DECODER_BEST_OF
 
@@ -47,18 +47,19 @@ def generate_flow(prompts: list[str], num_images: int = 1, seed: int = 0, steps:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m flows.generate", description=__doc__.split("\n")[0],
+    parser = ArgumentParser(prog="python -m flows.generate", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     parser.add_argument("--prompt", action="append", required=True,
                         help="the caption to draw (repeat for several prompts; longer than CLIP's context: truncated "
                              "with a warning)")
-    parser.add_argument("--num-images", type=int, default=1, help="images per prompt (default: 1)")
-    parser.add_argument("--best-of", type=int, default=2,
+    parser.add_argument("--num-images", type=int_in(1, common.MAX_IMAGES), default=1,
+                        help="images per prompt (default: 1)")
+    parser.add_argument("--best-of", type=int_in(1, common.MAX_BEST_OF), default=2,
                         help="prior candidates per image; the one closest to the caption is kept (default: 2)")
-    parser.add_argument("--decoder-best-of", type=int, default=DEFAULT_DECODER_BEST_OF,
+    parser.add_argument("--decoder-best-of", type=int_in(1, common.MAX_BEST_OF), default=DEFAULT_DECODER_BEST_OF,
                         help="decodes per image; the one the CLIP reads closest to its image embedding is kept "
                              f"(default: {DEFAULT_DECODER_BEST_OF}; 1 is the paper's single decode)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images sampled together (default: 8); "
+    parser.add_argument("--batch-size", type=int_in(1, common.MAX_BATCH), default=8, help="images sampled together (default: 8); "
                                                                    "results do not depend on it")
     common.add_sampling_options(parser)
     common.add_model_options(parser)
@@ -72,9 +73,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def job():
         prompts = check_prompts(args.prompt)
-        if min(args.num_images, args.best_of, args.decoder_best_of, args.batch_size) < 1:
-            raise SettingsError("--num-images, --best-of, --decoder-best-of and --batch-size must be at least 1")
-        common.check_out_dir(args.out)
         common.preflight(args, sampler=common.stage_sampler(args))
         paths, run_id = generate_flow(
             prompts, args.num_images, args.seed, common.stage_steps(args), common.stage_guidance(args),

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextvars
 import json
 import threading
@@ -26,6 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from clip.shards import EmbeddingShards
 from clip.spec import ClipSpec
 from core import registry
+from core.cli import ArgumentParser, check_output_dir
 from core.config import Config
 from core.devices import default_device
 from core.threads import drop_share, follow_share, post_share
@@ -288,8 +288,23 @@ def _shard_inputs(shards: dict[str, str]) -> dict[str, str]:
     return {split: EmbeddingShards.open(folder).fingerprint() for split, folder in shards.items()}
 
 
+def check_before_training(preset: str, overrides: list[str], data: str | None, clip: str | None,
+                          workdir: str) -> CascadeSettings:
+    """Every mistake that needs no training, before Prefect starts: settings, the data's path, the
+    pretrained CLIP's files, a work folder that cannot be written."""
+    from clip.pretrained import parse_clip_ref
+
+    settings = cascade_settings(preset, overrides, data)
+    if settings.clip.data.path is not None:
+        settings.clip.data.existing_path()
+    if clip is not None:
+        parse_clip_ref(clip)
+    check_output_dir(workdir, "--workdir")
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.train", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.train", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="demo", choices=CASCADE_PRESETS)
     parser.add_argument("--data", default=None, metavar="SOURCE[:PATH]",
                         help="the images every stage reads: shapes (built in), folder:/path (images with captions.tsv, "
@@ -307,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     from flows.runtime import run_flow_cli
 
     def job():
-        cascade_settings(args.preset, args.overrides, args.data)  # every settings mistake before Prefect starts
+        check_before_training(args.preset, args.overrides, args.data, args.clip, args.workdir)
         results = train_cascade(args.preset, args.overrides, args.workdir, args.stage, args.force, args.data,
                                 args.clip)
         for r in results.values():
