@@ -77,7 +77,7 @@ def embed_dataset(spec: ClipSpec, data: DatasetConfig, split: str, out: str | Pa
 def load_clip_spec(path: str | Path) -> ClipSpec:
     """A ClipSpec from a model folder (clip_spec.json inside) or a spec JSON file."""
     path = Path(path)
-    return ClipSpec.load(path) if path.is_dir() else ClipSpec.parse(read_json(path))
+    return ClipSpec.load(path, own_files=True) if path.is_dir() else ClipSpec.parse(read_json(path))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -176,7 +176,7 @@ def train_clip(settings: ClipTrainSettings, out: str | Path, tracker: Tracker | 
         spec.save(folder)
         write_json(folder / "metrics.json", metrics)
     acc.wait_for_everyone()
-    return ClipSpec.load(folder), metrics
+    return ClipSpec.load(folder, own_files=True), metrics
 
 
 def main(argv: list[str] | None = None) -> int:

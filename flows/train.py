@@ -50,7 +50,7 @@ def _publish(result: StageResult) -> StageResult:
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def fetch_clip_spec(ref: str = registry.CHAMPION) -> ClipSpec:
-    return ClipSpec.load(registry.download_model(MODEL_NAMES["clip"], ref))
+    return ClipSpec.load(registry.download_model(MODEL_NAMES["clip"], ref), own_files=True)
 
 
 @flow(name="train-clip", log_prints=True)
@@ -203,7 +203,7 @@ def train_cascade(preset: str = "demo", overrides: list[str] | None = None, work
     results: dict[str, StageResult] = run_lanes(first, 2)  # one lane when the CLIP is alone
     shards = {}
     if {"prior", "decoder"} & set(wanted):
-        spec = ClipSpec.load(results["clip"].folder) if "clip" in results else fetch_clip_spec()
+        spec = ClipSpec.load(results["clip"].folder, own_files=True) if "clip" in results else fetch_clip_spec()
         shards = embed_flow(settings, spec, workdir)
     results.update(run_lanes(later, settings.lanes))
     results = {name: results[name] for name in STAGES if name in results}
