@@ -175,6 +175,14 @@ def train_upsampler_flow(settings: CascadeSettings, stage: int, workdir: str = "
     return _publish(run_stage(name, MODEL_NAMES[name], stage_settings, {}, train, metric=GATES[name], force=force))
 
 
+@task(cache_policy=NO_CACHE)
+def register_pipeline() -> str | None:
+    """The champions as one servable model (`mlflow models serve -m models:/unclip-pipeline@champion`)."""
+    from unclip.serving import register_champions
+
+    return register_champions()
+
+
 @flow(name="train-cascade", log_prints=True)
 def train_cascade(preset: str = "demo", overrides: list[str] | None = None, workdir: str = "runs",
                   stages: list[str] | None = None, force: bool = False, data: str | None = None,
@@ -207,7 +215,9 @@ def train_cascade(preset: str = "demo", overrides: list[str] | None = None, work
         shards = embed_flow(settings, spec, workdir)
     results.update(run_lanes(later, settings.lanes))
     results = {name: results[name] for name in STAGES if name in results}
-    create_markdown_artifact(key="unclip-cascade", markdown="\n".join(r.markdown() for r in results.values()),
+    pipeline = register_pipeline()
+    served = f"\n`unclip-pipeline` version {pipeline}\n" if pipeline else ""
+    create_markdown_artifact(key="unclip-cascade", markdown="\n".join(r.markdown() for r in results.values()) + served,
                              description=f"cascade {preset}")
     return results
 
