@@ -223,16 +223,17 @@ def train_cascade(preset: str = "demo", overrides: list[str] | None = None, work
 
 
 def summary_line(result: StageResult) -> str:
-    """`stage: model vN (state) gate-metric value, skipped counts`."""
+    """`stage: model vN (state) gate-metric value, skipped and converted counts`."""
     state = "skipped: inputs unchanged" if result.skipped else ("champion" if result.promoted else "challenger")
     gate = GATES.get(result.stage)
     parts = [f"{result.stage}: {result.model_name} v{result.version} ({state})"]
     if gate in result.metrics:
         parts.append(f"{gate} {result.metrics[gate]:.4f}")
-    skipped = {k.removeprefix("data.skipped."): int(v) for k, v in result.metrics.items()
-               if k.startswith("data.skipped.")}
-    if skipped:
-        parts.append("skipped data: " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
+    for kind in ("skipped", "converted"):
+        counts = {k.removeprefix(f"data.{kind}."): int(v) for k, v in result.metrics.items()
+                  if k.startswith(f"data.{kind}.")}
+        if counts:
+            parts.append(f"{kind} data: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return "; ".join(parts)
 
 
