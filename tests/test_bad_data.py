@@ -86,3 +86,15 @@ def test_the_counts_reach_each_stage_summary():
                "data.skipped.extreme_aspect": 1.0, "data.converted.animated": 1.0}
     line = summary_line(StageResult("clip", "unclip-clip", "1", None, metrics, promoted=True))
     assert "skipped data: corrupt_image 2, extreme_aspect 1" in line and "converted data: animated 1" in line
+
+
+def test_inference_reads_a_16_bit_png_as_training_does(tmp_path):
+    import numpy as np
+
+    from data.images import load_rgb
+    from unclip.images import load_image
+
+    path = tmp_path / "deep.png"
+    path.write_bytes(image_bytes("I;16"))
+    assert np.array_equal(np.asarray(load_image(path)), np.asarray(load_rgb(path)[0]))
+    assert (np.asarray(load_image(path)) == 255).mean() < 0.1  # rescaled, not clipped to white
