@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import math
 import numbers
 from collections.abc import Mapping
@@ -22,11 +23,12 @@ from typing import Any
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from core.errors import UnclipError
 
+log = logging.getLogger("unclip.serving")
 PIPELINE_MODEL = "unclip-pipeline"
 STAGES = ("clip", "prior", "decoder", "upsampler1", "upsampler2")
 PACKAGES = ("unclip", "core", "clip", "prior", "decoder", "upsamplers", "data")  # what the pipeline imports
@@ -47,13 +49,13 @@ SIGNATURE = ModelSignature(inputs=Schema([
 ]), outputs=Schema([ColSpec("string", "image_png_base64")]))
 
 
-class ServingInputError(MlflowException):
-    """A bad request row: an HTTP 400 whose message is the one-line reason. The scoring server
-    prefixes a failed prediction's message with the whole request (a DataFrame over many lines);
-    this message ignores that rewrite."""
+class OneLineError(MlflowException):
+    """An error whose HTTP body is one line of reason. The scoring server prefixes a failed
+    prediction's message with the whole request (a DataFrame over many lines), and adds a traceback
+    with the server's paths to any other exception; this message ignores that rewrite."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, error_code=INVALID_PARAMETER_VALUE)
+    def __init__(self, reason: str, error_code: int = INTERNAL_ERROR) -> None:
+        super().__init__(reason, error_code=error_code)
 
     @property
     def message(self) -> str:
@@ -63,6 +65,13 @@ class ServingInputError(MlflowException):
     def message(self, value: str) -> None:
         if not hasattr(self, "_reason"):
             self._reason = " ".join(str(value).split())
+
+
+class ServingInputError(OneLineError):
+    """A bad request row: an HTTP 400."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, INVALID_PARAMETER_VALUE)
 
 
 @dataclass(frozen=True)
@@ -92,7 +101,7 @@ class PipelineModel(mlflow.pyfunc.PythonModel):
             raise ServingInputError(f"send between 1 and {MAX_ROWS} rows, got {len(rows)}")
         requests = [self.check_row(i, row) for i, (_, row) in enumerate(rows.iterrows())]
         out = rows.copy()
-        out["image_png_base64"] = [self.draw(r) for r in requests]
+        out["image_png_base64"] = [self.draw(i, r) for i, r in enumerate(requests)]
         return out
 
     def check_row(self, index: int, row) -> Request:
@@ -119,9 +128,13 @@ class PipelineModel(mlflow.pyfunc.PythonModel):
             raise ServingInputError(f"{where}: {err}") from None
         return request
 
-    def draw(self, request: Request) -> str:
-        image = self.pipe.generate(request.prompt, seed=request.seed, steps=request.steps,
-                                   output_size=request.size)[0]
+    def draw(self, index: int, request: Request) -> str:
+        try:
+            image = self.pipe.generate(request.prompt, seed=request.seed, steps=request.steps,
+                                       output_size=request.size)[0]
+        except Exception:  # a fault of the server, not of the request: the traceback goes to its log
+            log.exception("row %d: generation failed", index + 1)
+            raise OneLineError(f"row {index + 1}: generation failed on the server (see its log)") from None
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         return base64.b64encode(buffer.getvalue()).decode("ascii")
