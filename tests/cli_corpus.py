@@ -214,7 +214,7 @@ def judge(code: int, err: str, pattern: str) -> str | None:
     return None
 
 
-def _run_subprocesses(root: Path, code_root: Path, timeout: float) -> None:
+def _run_subprocesses(root: Path, code_root: Path, timeout: float, match: str = "") -> None:
     """Run every case as `python -m MODULE ARGV` with the code under `code_root`; print a table."""
     import os
     import subprocess
@@ -224,7 +224,7 @@ def _run_subprocesses(root: Path, code_root: Path, timeout: float) -> None:
            "MKL_NUM_THREADS": "1", "UNCLIP_MLFLOW_DIR": str(root / "mlruns"), "PREFECT_HOME": str(root / "prefect"),
            "PYTHONWARNINGS": "ignore"}
     clean = matched = 0
-    table = cases(fx)
+    table = [case for case in cases(fx) if match in case.id]
     for case in table:
         argv = [a.encode("utf-8", "surrogateescape") for a in case.argv]
         try:
@@ -254,5 +254,6 @@ if __name__ == "__main__":
     parser.add_argument("--work", required=True, help="an empty scratch folder")
     parser.add_argument("--code", default=str(ROOT), help="the project checkout to run (default: this one)")
     parser.add_argument("--timeout", type=float, default=180)
+    parser.add_argument("--match", default="", help="only the cases whose command line contains this")
     args = parser.parse_args()
-    _run_subprocesses(Path(args.work), Path(args.code), args.timeout)
+    _run_subprocesses(Path(args.work), Path(args.code), args.timeout, args.match)
