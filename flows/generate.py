@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from core.cli import ArgumentParser, int_in
 from flows import inference as common
+from unclip.errors import SettingsError
 from unclip.pipeline import UnclipPipeline, check_prompts
 from unclip.settings import DEFAULT_DECODER_BEST_OF
 
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def job():
         prompts = check_prompts(args.prompt)
+        if len(prompts) * args.num_images > common.MAX_IMAGES:
+            raise SettingsError(f"{len(prompts)} prompts x --num-images {args.num_images} is more than "
+                                f"{common.MAX_IMAGES} images; split the run")
         common.preflight(args, sampler=common.stage_sampler(args))
         paths, run_id = generate_flow(
             prompts, args.num_images, args.seed, common.stage_steps(args), common.stage_guidance(args),

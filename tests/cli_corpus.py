@@ -153,6 +153,7 @@ def cases(fx: dict[str, Path], cuda: bool = False) -> list[Case]:
         ("flows.generate", [*gen, "--output-size", "-1"], "output.size"),
         ("flows.generate", [*gen, "--num-images", "abc"], "invalid int"),
         ("flows.generate", [*gen, "--sampler", "banana"], "sampler"),
+        ("flows.generate", [*gen, "--prompt", "a blue square", "--num-images", "600"], "more than 1000 images"),
         # flows.variations
         ("flows.variations", ["--image", pic, "--num-images", BIG, *img], "num-images"),
         ("flows.variations", ["--image", str(root), *img], "not a file"),
