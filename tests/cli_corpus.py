@@ -225,7 +225,7 @@ def _run_subprocesses(root: Path, code_root: Path, timeout: float, match: str = 
            "MKL_NUM_THREADS": "1", "UNCLIP_MLFLOW_DIR": str(root / "mlruns"), "PREFECT_HOME": str(root / "prefect"),
            "PYTHONWARNINGS": "ignore"}
     clean = matched = 0
-    table = [case for case in cases(fx) if match in case.id]
+    table = [case for case in cases(fx) if match in f"{case.module} {' '.join(case.argv)}"]
     for case in table:
         argv = [a.encode("utf-8", "surrogateescape") for a in case.argv]
         try:
