@@ -6,6 +6,8 @@ their held-out figures and wall times (the grids are kept beside them, to be loo
         --variant eps=decoder.noise.prediction=epsilon,decoder.draft_residual=false
     python bench/recipe_ab.py prior --shards S/train --val-shards S/val --out /tmp/ab-prior --variant base= \\
         --variant wide=prior.layers=6
+    python bench/recipe_ab.py clip --set data.source=emoji --out /tmp/ab-clip --variant base= \
+        --variant short=train.steps=500
     python bench/recipe_ab.py upsampler1 --set data.source=emoji --out /tmp/ab-up1 --variant base= \\
         --variant two-steps=upsampler.sample_steps=2
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -25,12 +28,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = {
+    "clip": ["-m", "clip.train"],
     "prior": ["-m", "prior.train"],
     "decoder": ["-m", "decoder.train"],
     "upsampler1": ["-m", "upsamplers.train", "--stage", "1"],
     "upsampler2": ["-m", "upsamplers.train", "--stage", "2"],
 }
 SHOWN = {
+    "clip": ("retrieval_top1", "retrieval_top5", "i2t_top1", "t2i_top1"),
     "prior": ("cos_pred_image", "cos_pred_text", "retrieval_top1", "baseline_retrieval_top1", "val_loss"),
     "decoder": ("clip_score", "clip_score_real_lowres", "caption_top5", "caption_real_lowres_top5", "kid",
                 "kid_real_split", "clip_consistency", "clip_consistency_single", "inversion_psnr"),
@@ -43,7 +48,7 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     name, _, rest = text.partition("=")
     if not name:
         raise SystemExit(f"--variant {text!r}: give NAME=KEY=VALUE,... (or NAME= for the preset)")
-    return name, [item for item in rest.split(",") if item]
+    return name, [item for item in re.split(r",(?![^\[]*\])", rest) if item]  # commas in [..] stay
 
 
 def run(args: argparse.Namespace, name: str, overrides: list[str]) -> dict:
