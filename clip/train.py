@@ -18,8 +18,10 @@ from pydantic import Field
 
 from clip.augment import ClipAugmentConfig, degrade
 from clip.batches import contrastive_batches
+from clip.encoder import resolve_spec
 from clip.evaluate import clip_metrics
 from clip.model import ClipModelConfig, model_preset
+from clip.spec import ClipSpec
 from core.checkpoint import save_model_folder, write_json
 from core.cli import ArgumentParser
 from core.config import Config, apply_overrides, pick_preset
@@ -148,8 +150,6 @@ def prepare_splits(settings: ClipTrainSettings, out: Path) -> tuple[ShardSet, Sh
 
 def train_clip(settings: ClipTrainSettings, out: str | Path, tracker: Tracker | None = None):
     """Train, evaluate and write `out/model` (weights + open_clip config + ClipSpec). Returns (spec, metrics)."""
-    from clip.spec import ClipSpec
-
     out = Path(out)
     acc = make_accelerator(settings.train.mixed_precision)
     train_set, val_set = prepare_splits(settings, out)
@@ -172,7 +172,7 @@ def train_clip(settings: ClipTrainSettings, out: str | Path, tracker: Tracker | 
     if acc.is_main_process:
         save_model_folder(folder, result.ema.float(), {"open_clip_config": settings.model.open_clip_config(),
                                                       "train_settings": settings})
-        spec = ClipSpec.for_local_open_clip(folder / "open_clip_config.json", folder / "model.safetensors")
+        spec = resolve_spec("open_clip", folder / "open_clip_config.json", folder / "model.safetensors")
         spec.save(folder)
         write_json(folder / "metrics.json", metrics)
     acc.wait_for_everyone()

@@ -15,8 +15,9 @@ from prefect.cache_policies import NO_CACHE
 from core.cli import ArgumentParser, int_in
 from flows import inference as common
 from unclip.errors import SettingsError
-from unclip.pipeline import UnclipPipeline, check_prompts
+from unclip.pipeline import UnclipPipeline
 from unclip.settings import DEFAULT_DECODER_BEST_OF
+from unclip.stages import check_prompts
 
 
 @task(cache_policy=NO_CACHE)

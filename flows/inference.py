@@ -18,9 +18,10 @@ from core.cli import MAX_SEED, check_output_dir, int_in, thread_count
 from unclip import sources as model_sources
 from unclip.errors import SettingsError
 from unclip.loading import inspect_cascade
-from unclip.pipeline import UnclipPipeline, make_plan
+from unclip.pipeline import UnclipPipeline
 from unclip.provenance import save_run
 from unclip.settings import DEFAULT_GUIDANCE, GUIDED, SAMPLED, parse_stage_values
+from unclip.stages import make_plan
 
 # Upper bounds of the counts the command lines take: far above any useful run, low enough that a slip
 # of the keyboard ends in a one-line error instead of an hour of sampling or a MemoryError.

@@ -21,8 +21,9 @@ from flows import inference as common
 from unclip.errors import SettingsError
 from unclip.images import load_image
 from unclip.manipulate import CAPTION_MODES, DIRECTIONS, THETA_MAX, check_caption
-from unclip.pipeline import UnclipPipeline, check_prompts
+from unclip.pipeline import UnclipPipeline
 from unclip.settings import DEFAULT_EDIT_BEST_OF, EDIT_BEST_OF_ETA, MANIPULATION_GUIDANCE
+from unclip.stages import check_prompts
 
 
 @task(cache_policy=NO_CACHE)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from core.diffusion import generators, initial_noise
 from core.seeds import stream_seed
 from unclip.convert.__main__ import main as convert
-from unclip.pipeline import stage_seeds
+from unclip.stages import stage_seeds
 
 PROMPT = "a small red circle in the top left on a white background"
 SEEDS = [0, 1]

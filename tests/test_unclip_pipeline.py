@@ -18,10 +18,10 @@ from core.diffusion import initial_noise
 from core.errors import CheckpointError, ClipMismatchError
 from decoder.sample import decode
 from unclip import ImageFileError, ModelNotFoundError, PromptError, SettingsError, UnclipPipeline
-from unclip.pipeline import check_prompts, select_rows, stage_seeds
 from unclip.provenance import read_png_metadata, save_run
 from unclip.settings import DEFAULT_DECODER_BEST_OF, parse_stage_values
 from unclip.sources import from_models_dir
+from unclip.stages import check_prompts, select_rows, stage_seeds
 from unclip.testing import build_tiny_models, save_tiny_prior, shared_tiny_models
 
 FAST = {"prior": 2, "decoder": 2, "upsampler1": 1, "upsampler2": 1}

@@ -19,10 +19,10 @@ from torch import Tensor
 from core.candidates import candidate_seeds
 from unclip.errors import SettingsError
 from unclip.images import ImageInput, images_to_tensor, load_image, tensor_to_images
-from unclip.pipeline import UnclipPipeline, check_prompts, select_rows
 from unclip.provenance import attach
 from unclip.settings import DEFAULT_EDIT_BEST_OF, EDIT_BEST_OF_ETA, MANIPULATION_GUIDANCE
 from unclip.slerp import slerp
+from unclip.stages import CascadeStages, check_prompts, select_rows
 
 NOISE_MODES = ("fixed", "slerp")
 DIRECTIONS = ("text", "prior")
@@ -33,13 +33,13 @@ CAPTION_MODES = ("blend", "none")
 CAPTION_FULL = {"text": 0.5, "prior": 1.0}
 
 
-def _plan(pipe: UnclipPipeline, steps, guidance, output_size) -> dict:
+def _plan(pipe: CascadeStages, steps, guidance, output_size) -> dict:
     # DDIM for the inversion's round trip; the upsamplers keep their own samplers
     return pipe.plan(steps, guidance, {"prior": "ddim", "decoder": "ddim"}, output_size,
                      guidance_defaults=MANIPULATION_GUIDANCE)
 
 
-def _embed_and_invert(pipe: UnclipPipeline, images: list[Image.Image], plan: dict,
+def _embed_and_invert(pipe: CascadeStages, images: list[Image.Image], plan: dict,
                       text=None) -> tuple[Tensor, Tensor]:
     with pipe.timed("clip"):
         z = pipe.encoder.encode_image(images)
@@ -49,7 +49,7 @@ def _embed_and_invert(pipe: UnclipPipeline, images: list[Image.Image], plan: dic
     return z, x_t
 
 
-def _finish(pipe: UnclipPipeline, x: Tensor, seed: int, plan: dict, records: list[dict]) -> list[Image.Image]:
+def _finish(pipe: CascadeStages, x: Tensor, seed: int, plan: dict, records: list[dict]) -> list[Image.Image]:
     x = pipe.upsample(x, [seed] * len(x), plan)
     shared = pipe.record(plan)
     return [attach(image, {**rec, **shared}) for image, rec in zip(tensor_to_images(x), records)]
@@ -60,7 +60,7 @@ def _source_name(image: ImageInput) -> str:
 
 
 @torch.inference_mode()
-def variations(pipe: UnclipPipeline, image: ImageInput, n: int = 4, eta: float = 0.5, *, seed: int = 0,
+def variations(pipe: CascadeStages, image: ImageInput, n: int = 4, eta: float = 0.5, *, seed: int = 0,
                steps: dict[str, Any] | None = None, guidance: dict[str, Any] | None = None,
                output_size: int | None = None) -> list[Image.Image]:
     """n decodings of the image's (z_i, x_T) with DDIM η; variation k draws its noise from seed + k."""
@@ -83,7 +83,7 @@ def variations(pipe: UnclipPipeline, image: ImageInput, n: int = 4, eta: float =
 
 
 @torch.inference_mode()
-def interpolate(pipe: UnclipPipeline, image_a: ImageInput, image_b: ImageInput, steps: int = 5,
+def interpolate(pipe: CascadeStages, image_a: ImageInput, image_b: ImageInput, steps: int = 5,
                 noise: str = "slerp", *, seed: int = 0, sample_steps: dict[str, Any] | None = None,
                 guidance: dict[str, Any] | None = None, output_size: int | None = None) -> list[Image.Image]:
     """`steps` frames from a (θ = 0) to b (θ = 1): z_θ = slerp(z_a, z_b, θ); x_T one fixed draw of
@@ -121,7 +121,7 @@ def check_caption(caption: str, plan: dict) -> None:
                             f"decoder guidance {plan['guidance']['decoder']:g}")
 
 
-def _prior_shift(pipe: UnclipPipeline, text, plan: dict, draws: int) -> Tensor:
+def _prior_shift(pipe: CascadeStages, text, plan: dict, draws: int) -> Tensor:
     """mean prior(to) − mean prior(from) over `draws` shared seeds: the caption edit, in image-embedding space."""
     seeds = list(range(draws))
     both = select_rows(text, [0] * draws + [1] * draws)
@@ -130,7 +130,7 @@ def _prior_shift(pipe: UnclipPipeline, text, plan: dict, draws: int) -> Tensor:
 
 
 @torch.inference_mode()
-def text_diff(pipe: UnclipPipeline, image: ImageInput, from_caption: str, to_caption: str,
+def text_diff(pipe: CascadeStages, image: ImageInput, from_caption: str, to_caption: str,
               thetas: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), *, direction: str = "text",
               caption: str = "blend", draws: int = 8, best_of: int = DEFAULT_EDIT_BEST_OF,
               best_of_eta: float = EDIT_BEST_OF_ETA, seed: int = 0, steps: dict[str, Any] | None = None,
@@ -200,7 +200,7 @@ def text_diff(pipe: UnclipPipeline, image: ImageInput, from_caption: str, to_cap
     return _finish(pipe, x, seed, plan, records)
 
 
-def _best_frames(pipe: UnclipPipeline, x: Tensor, z_frames: Tensor, x_t: Tensor, edited: list[int], text, blend,
+def _best_frames(pipe: CascadeStages, x: Tensor, z_frames: Tensor, x_t: Tensor, edited: list[int], text, blend,
                  seed: int, plan: dict, best_of: int, eta: float) -> tuple[Tensor, list[int]]:
     """The plain (η = 0) frames `x`, with each edited frame replaced by the best of it and best_of − 1
     η > 0 decodes of the same (z_θ, x_T): the one CLIP reads closest to z_θ (decoder.best_of.rank).
