@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from unclip import UnclipPipeline  # noqa: E402
 from unclip.settings import GUIDED, SAMPLED, parse_stage_values  # noqa: E402
+from unclip.stages import SamplingPlan  # noqa: E402
 
 PROMPT = "a small red circle in the top left on a white background"
 
@@ -56,7 +57,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
-def run_once(pipe: UnclipPipeline, plan: dict, seed: int, best_of: int, decoder_best_of: int = 1) -> dict[str, float]:
+def run_once(pipe: UnclipPipeline, plan: SamplingPlan, seed: int, best_of: int, decoder_best_of: int = 1) -> dict[str, float]:
     import time
 
     start = time.perf_counter()
@@ -80,10 +81,10 @@ def bench(args: argparse.Namespace) -> dict:
             if repeat:
                 samples[(precision, threads)].append(timing)
             print(f"round {repeat} {precision} threads={threads}: {timing['total']:.3f}s", file=sys.stderr)
-    stages = ["clip", "prior", *plan["stages"], "total"]
+    stages = ["clip", "prior", *plan.stages, "total"]
     medians = {f"{p}/threads={t}": {s: statistics.median(r[s] for r in runs) for s in stages}
                for (p, t), runs in samples.items()}
-    return {"plan": {k: plan[k] for k in ("steps", "guidance", "sampler", "output_size")}, "best_of": args.best_of,
+    return {"plan": {k: getattr(plan, k) for k in ("steps", "guidance", "sampler", "output_size")}, "best_of": args.best_of,
             "decoder_best_of": args.decoder_best_of,
             "device": str(pipe.device), "cpu_threads": args.threads, "repeats": args.repeats,
             "models": pipe.models(), "median_seconds": medians}

@@ -95,7 +95,7 @@ def test_decoder_best_of_keeps_one_of_its_seeded_candidates(pipe):
     best = pipe.decode(z, text, [3, 4], plan, best_of=3)
     decoder_seeds = [candidate_seeds(stage_seeds([s], "decoder"), 3) for s in (3, 4)]
     candidates = torch.stack([decode(pipe.cascade.decoder, z, text, [c[k] for c in decoder_seeds], steps=2,
-                                     guidance=plan["guidance"]["decoder"])
+                                     guidance=plan.guidance["decoder"])
                               for k in range(3)], 1)
     assert (candidates[:, 0] - candidates[:, 1]).abs().max() > 1e-3
     for b in range(2):

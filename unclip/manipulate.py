@@ -22,7 +22,7 @@ from unclip.images import ImageInput, images_to_tensor, load_image, tensor_to_im
 from unclip.provenance import attach
 from unclip.settings import DEFAULT_EDIT_BEST_OF, EDIT_BEST_OF_ETA, MANIPULATION_GUIDANCE
 from unclip.slerp import slerp
-from unclip.stages import CascadeStages, check_prompts, select_rows
+from unclip.stages import CascadeStages, SamplingPlan, check_prompts, select_rows
 
 NOISE_MODES = ("fixed", "slerp")
 DIRECTIONS = ("text", "prior")
@@ -33,13 +33,13 @@ CAPTION_MODES = ("blend", "none")
 CAPTION_FULL = {"text": 0.5, "prior": 1.0}
 
 
-def _plan(pipe: CascadeStages, steps, guidance, output_size) -> dict:
+def _plan(pipe: CascadeStages, steps, guidance, output_size) -> SamplingPlan:
     # DDIM for the inversion's round trip; the upsamplers keep their own samplers
     return pipe.plan(steps, guidance, {"prior": "ddim", "decoder": "ddim"}, output_size,
                      guidance_defaults=MANIPULATION_GUIDANCE)
 
 
-def _embed_and_invert(pipe: CascadeStages, images: list[Image.Image], plan: dict,
+def _embed_and_invert(pipe: CascadeStages, images: list[Image.Image], plan: SamplingPlan,
                       text=None) -> tuple[Tensor, Tensor]:
     with pipe.timed("clip"):
         z = pipe.encoder.encode_image(images)
@@ -49,7 +49,7 @@ def _embed_and_invert(pipe: CascadeStages, images: list[Image.Image], plan: dict
     return z, x_t
 
 
-def _finish(pipe: CascadeStages, x: Tensor, seed: int, plan: dict, records: list[dict]) -> list[Image.Image]:
+def _finish(pipe: CascadeStages, x: Tensor, seed: int, plan: SamplingPlan, records: list[dict]) -> list[Image.Image]:
     x = pipe.upsample(x, [seed] * len(x), plan)
     shared = pipe.record(plan)
     return [attach(image, {**rec, **shared}) for image, rec in zip(tensor_to_images(x), records)]
@@ -112,16 +112,16 @@ def interpolate(pipe: CascadeStages, image_a: ImageInput, image_b: ImageInput, s
     return _finish(pipe, x, seed, plan, records)
 
 
-def check_caption(caption: str, plan: dict) -> None:
+def check_caption(caption: str, plan: SamplingPlan) -> None:
     """Refuse an unknown caption mode, and blending with a guided decoder (the blend is unguided)."""
     if caption not in CAPTION_MODES:
         raise SettingsError(f"caption must be one of {', '.join(CAPTION_MODES)}, got {caption!r}")
-    if caption == "blend" and plan["guidance"]["decoder"] != 1.0:
+    if caption == "blend" and plan.guidance["decoder"] != 1.0:
         raise SettingsError("caption blending decodes unguided (decoder guidance 1); use caption 'none' for "
-                            f"decoder guidance {plan['guidance']['decoder']:g}")
+                            f"decoder guidance {plan.guidance['decoder']:g}")
 
 
-def _prior_shift(pipe: CascadeStages, text, plan: dict, draws: int) -> Tensor:
+def _prior_shift(pipe: CascadeStages, text, plan: SamplingPlan, draws: int) -> Tensor:
     """mean prior(to) − mean prior(from) over `draws` shared seeds: the caption edit, in image-embedding space."""
     seeds = list(range(draws))
     both = select_rows(text, [0] * draws + [1] * draws)
@@ -201,7 +201,7 @@ def text_diff(pipe: CascadeStages, image: ImageInput, from_caption: str, to_capt
 
 
 def _best_frames(pipe: CascadeStages, x: Tensor, z_frames: Tensor, x_t: Tensor, edited: list[int], text, blend,
-                 seed: int, plan: dict, best_of: int, eta: float) -> tuple[Tensor, list[int]]:
+                 seed: int, plan: SamplingPlan, best_of: int, eta: float) -> tuple[Tensor, list[int]]:
     """The plain (η = 0) frames `x`, with each edited frame replaced by the best of it and best_of − 1
     η > 0 decodes of the same (z_θ, x_T): the one CLIP reads closest to z_θ (decoder.best_of.rank).
     Returns the frames and each frame's kept candidate (0 = the plain frame)."""

@@ -26,7 +26,7 @@ from unclip.images import tensor_to_images
 from unclip.loading import CascadeInfo, load_cascade
 from unclip.provenance import attach
 from unclip.settings import DEFAULT_DECODER_BEST_OF
-from unclip.stages import CascadeStages, check_prompts, select_rows
+from unclip.stages import CascadeStages, SamplingPlan, check_prompts, select_rows
 
 DEFAULT_PRIOR_BEST_OF = 2  # the paper's
 
@@ -82,7 +82,7 @@ class UnclipPipeline(CascadeStages):
         return out
 
     @torch.inference_mode()
-    def generate_tensors(self, prompts: list[str], num_images: int, seed: int, plan: dict,
+    def generate_tensors(self, prompts: list[str], num_images: int, seed: int, plan: SamplingPlan,
                          best_of: int | None = None, batch_size: int = 8,
                          decoder_best_of: int | None = None) -> Tensor:
         """[len(prompts) * num_images, 3, S, S] in [-1, 1]."""

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,6 +31,19 @@ from unclip.settings import (
 )
 
 log = logging.getLogger("unclip")
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """Resolved settings of one call: steps, guidance and sampler per stage (upsamplers only where they
+    run), the stages to run after the prior, and the side of the output images."""
+
+    steps: dict[str, int | None]
+    guidance: dict[str, float]
+    sampler: dict[str, str | None]
+    stages: tuple[str, ...]
+    output_size: int
+
 
 def autocast(precision: str, device: torch.device):
     """bf16 autocast around a stage (fast on GPUs and CPUs with AMX, slow on CPUs without bf16)."""
@@ -73,13 +87,13 @@ class CascadeStages:
 
     # -- stages (also used by the manipulations) ----------------------------------------------
     def plan(self, steps=None, guidance=None, sampler=None, output_size=None,
-             guidance_defaults: Mapping[str, float] | None = None) -> dict:
+             guidance_defaults: Mapping[str, float] | None = None) -> SamplingPlan:
         return make_plan(self.info, steps, guidance, sampler, output_size, guidance_defaults)
 
-    def record(self, plan: dict) -> dict[str, Any]:
+    def record(self, plan: SamplingPlan) -> dict[str, Any]:
         """The provenance fields every output of `plan` shares."""
-        return {"steps": plan["steps"], "guidance": plan["guidance"], "sampler": plan["sampler"],
-                "output_size": plan["output_size"], "precision": self.precision, "models": self.models(),
+        return {"steps": plan.steps, "guidance": plan.guidance, "sampler": plan.sampler,
+                "output_size": plan.output_size, "precision": self.precision, "models": self.models(),
                 "clip_fingerprint": self.info.spec.fingerprint()}
 
     def encode_text(self, captions: list[str]):
@@ -92,16 +106,16 @@ class CascadeStages:
                             caption if len(caption) < 60 else caption[:57] + "...", encoder.context_length)
         return encoder.encode_text(captions)
 
-    def sample_prior(self, text, seeds: Sequence[int], plan: dict, best_of: int = 2) -> Tensor:
+    def sample_prior(self, text, seeds: Sequence[int], plan: SamplingPlan, best_of: int = 2) -> Tensor:
         """Image embeddings [B, D] the prior draws for encoded captions, one seed each."""
         from prior.sample import sample_prior
 
         with self.timed("prior"), autocast(self.precision, self.device):
-            return sample_prior(self.cascade.prior, text, stage_seeds(seeds, "prior"), steps=plan["steps"]["prior"],
-                                sampler=plan["sampler"]["prior"], guidance=plan["guidance"]["prior"],
+            return sample_prior(self.cascade.prior, text, stage_seeds(seeds, "prior"), steps=plan.steps["prior"],
+                                sampler=plan.sampler["prior"], guidance=plan.guidance["prior"],
                                 best_of=best_of, progress=self.progress)
 
-    def decode(self, image_embeds: Tensor, text, seeds: Sequence[int], plan: dict, x_t: Tensor | None = None,
+    def decode(self, image_embeds: Tensor, text, seeds: Sequence[int], plan: SamplingPlan, x_t: Tensor | None = None,
                eta: float = 0.0, blend=None, best_of: int = 1) -> Tensor:
         """Decoder images [B, 3, S, S] for image embeddings (and captions, or None), from x_T (default:
         the seeds' noise); `blend`: see decoder.sample.decode; `best_of` > 1: that many decodes each, the
@@ -109,8 +123,8 @@ class CascadeStages:
         from decoder.best_of import decode_best_of
         from decoder.sample import decode
 
-        settings = {"steps": plan["steps"]["decoder"], "sampler": plan["sampler"]["decoder"],
-                    "guidance": plan["guidance"]["decoder"], "eta": eta, "progress": self.progress}
+        settings = {"steps": plan.steps["decoder"], "sampler": plan.sampler["decoder"],
+                    "guidance": plan.guidance["decoder"], "eta": eta, "progress": self.progress}
         with autocast(self.precision, self.device):
             if best_of > 1:
                 return decode_best_of(self.cascade.decoder, self.cascade.encoder.encode_pixels, image_embeds, text,
@@ -119,23 +133,23 @@ class CascadeStages:
             return decode(self.cascade.decoder, image_embeds, text, stage_seeds(seeds, "decoder"), x_T=x_t,
                           blend=blend, **settings).float()
 
-    def invert(self, x0: Tensor, image_embeds: Tensor, plan: dict, text=None) -> Tensor:
+    def invert(self, x0: Tensor, image_embeds: Tensor, plan: SamplingPlan, text=None) -> Tensor:
         """x_T of decoder-sized images under their image embeddings (and captions, default none); decoding
         it with DDIM (η = 0), the same conditions and the plan's decoder steps and guidance gives the
         images back."""
         from decoder.sample import invert
 
         with autocast(self.precision, self.device):
-            return invert(self.cascade.decoder, x0, image_embeds, text, steps=plan["steps"]["decoder"],
-                          guidance=plan["guidance"]["decoder"], progress=self.progress).float()
+            return invert(self.cascade.decoder, x0, image_embeds, text, steps=plan.steps["decoder"],
+                          guidance=plan.guidance["decoder"], progress=self.progress).float()
 
-    def upsample(self, x: Tensor, seeds: Sequence[int], plan: dict) -> Tensor:
+    def upsample(self, x: Tensor, seeds: Sequence[int], plan: SamplingPlan) -> Tensor:
         from upsamplers.sample import upsample
 
-        for stage in plan["stages"][1:]:
+        for stage in plan.stages[1:]:
             with self.timed(stage):
-                x = upsample(self.cascade.upsamplers[stage], x, steps=plan["steps"][stage],
-                             sampler=plan["sampler"][stage], seeds=stage_seeds(seeds, stage),
+                x = upsample(self.cascade.upsamplers[stage], x, steps=plan.steps[stage],
+                             sampler=plan.sampler[stage], seeds=stage_seeds(seeds, stage),
                              precision=self.precision, progress=self.progress)
         return x
 
@@ -154,9 +168,8 @@ class CascadeStages:
 
 
 def make_plan(info: CascadeInfo, steps=None, guidance=None, sampler=None, output_size=None,
-              guidance_defaults: Mapping[str, float] | None = None) -> dict:
-    """Resolved settings: steps, guidance and sampler per stage, the stages to run, the output side;
-    needs only the configs (CascadeInfo), so command lines check settings before loading weights.
+              guidance_defaults: Mapping[str, float] | None = None) -> SamplingPlan:
+    """The plan of a call; needs only the configs (CascadeInfo), so command lines check settings before loading weights.
     What the user leaves unset comes from the models' own defaults, then the cascade's; given
     `guidance_defaults` (the manipulations' unguided decode) replace both for guidance."""
     stages = info.stages_for(output_size)
@@ -173,8 +186,8 @@ def make_plan(info: CascadeInfo, steps=None, guidance=None, sampler=None, output
             samplers.pop(stage)
     for stage, n in resolved_steps.items():
         check_steps(stage, n, info.train_steps[stage])
-    return {"steps": resolved_steps, "guidance": guidance_for(guidance, guidance_defaults), "sampler": samplers,
-            "stages": stages, "output_size": info.sizes[stages[-1]]}
+    return SamplingPlan(resolved_steps, guidance_for(guidance, guidance_defaults), samplers, tuple(stages),
+                        info.sizes[stages[-1]])
 
 
 def check_prompts(prompts: str | Sequence[str], what: str = "prompt") -> list[str]:
