@@ -132,7 +132,7 @@ class DecoderEvalConfig(Config):
     sampler: Sampler = "ddim"
     steps: int = Field(25, gt=0)
     guidance: float = Field(3.0, ge=1.0)
-    best_of: int = Field(1, ge=1, description="decodes per embedding; the one CLIP reads closest to it is kept")
+    decoder_best_of: int = Field(1, ge=1, description="decodes per embedding; the one CLIP reads closest to it is kept")
     threshold: float | None = Field(None, gt=0)
     invert_size: int = Field(32, gt=0, description="held-out images for the inversion round trip")
     invert_steps: int = Field(50, gt=0)
@@ -283,7 +283,7 @@ class DecoderSettings(Config):
 #   A 64-wide, 6-layer refiner with 620 U-Net steps (about the preset's time): 0.853 (pixel check 0.953).
 # - ILVR-style anchoring (Choi et al. 2021) of the x0 estimate's low frequencies to the draft's at every
 #   step: 2× / 4× / 8× pooled 0.900 / 0.887 / 0.877 against 0.883: within noise, not kept.
-# - Best of n decodes (`eval.best_of`, `decoder/best_of.py`): the candidate whose CLIP embedding is closest
+# - Best of n decodes (`eval.decoder_best_of`, `decoder/best_of.py`): the candidate whose CLIP embedding is closest
 #   to the conditioning one. 300 held-out images, shape (a second run's CLIP, trained apart, as judge):
 #   d11's decoder best of 1 / 2 / 4 0.88 / 0.92 / 0.94 (0.87 / 0.90 / 0.91), pixel check 0.97 / 0.97 /
 #   0.98; d9's 0.87 / 0.91 / 0.95 (0.88 / 0.89 / 0.92, judged by d11's CLIP), pixel check 0.97 / 0.99 /
@@ -326,7 +326,7 @@ PRESETS: dict[str, DecoderSettings] = {
         # The decoded images are still far from the captions at this budget (README, "What the demo reaches").
         train=TrainConfig(steps=900, batch_size=16, lr=3e-3, betas=(0.9, 0.99), warmup_steps=50, min_lr_ratio=0.1,
                           ema_decay=0.995, log_every=25),
-        eval=DecoderEvalConfig(size=100, steps=25, guidance=1.0, best_of=4, invert_size=16),
+        eval=DecoderEvalConfig(size=100, steps=25, guidance=1.0, decoder_best_of=4, invert_size=16),
         min_snr_gamma=None,
         channels_last=False,
     ),

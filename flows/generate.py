@@ -22,15 +22,15 @@ from unclip.stages import check_prompts
 
 @task(cache_policy=NO_CACHE)
 def generate_images(pipe: UnclipPipeline, prompts: list[str], num_images: int, seed: int, steps, guidance, sampler,
-                    output_size, best_of: int | None, batch_size: int, decoder_best_of: int | None = None) -> list:
-    return pipe.generate(prompts, num_images, seed, steps, guidance, sampler, output_size, best_of, batch_size,
+                    output_size, prior_best_of: int | None, batch_size: int, decoder_best_of: int | None = None) -> list:
+    return pipe.generate(prompts, num_images, seed, steps, guidance, sampler, output_size, prior_best_of, batch_size,
                          decoder_best_of)
 
 
 @flow(name="unclip-generate", log_prints=True)
 def generate_flow(prompts: list[str], num_images: int = 1, seed: int = 0, steps: dict[str, Any] | None = None,
                   guidance: dict[str, Any] | None = None, sampler: Any = None, output_size: int | None = None,
-                  best_of: int | None = None, batch_size: int = 8, decoder_best_of: int | None = None,
+                  prior_best_of: int | None = None, batch_size: int = 8, decoder_best_of: int | None = None,
                   models: str = "registry", ref: str = "champion",
                   versions: dict[str, str] | None = None, device: str | None = None, precision: str = "fp32",
                   compile: bool = False, threads: int | None = None, progress: bool = True,
@@ -38,7 +38,7 @@ def generate_flow(prompts: list[str], num_images: int = 1, seed: int = 0, steps:
                   experiment: str | None = "unclip-inference") -> tuple[list[str], str | None]:
     """PNGs (with provenance) and a grid in `out`, logged to MLflow `experiment`; returns (paths, run id)."""
     pipe = common.load_pipeline(models, ref, versions, device, precision, compile, threads, progress)
-    images = generate_images(pipe, prompts, num_images, seed, steps, guidance, sampler, output_size, best_of,
+    images = generate_images(pipe, prompts, num_images, seed, steps, guidance, sampler, output_size, prior_best_of,
                              batch_size, decoder_best_of)
     paths = common.save_outputs(images, out, "generate", columns=num_images if len(prompts) > 1 else None)
     params = {"prompts": prompts, "num_images": num_images, "seed": seed,
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "with a warning)")
     parser.add_argument("--num-images", type=int_in(1, common.MAX_IMAGES), default=1,
                         help="images per prompt (default: 1)")
-    parser.add_argument("--best-of", type=int_in(1, common.MAX_BEST_OF), default=None,
+    parser.add_argument("--prior-best-of", type=int_in(1, common.MAX_BEST_OF), default=None,
                         help="prior candidates per image; the one closest to the caption is kept (default: the "
                              "prior's own, else 2)")
     parser.add_argument("--decoder-best-of", type=int_in(1, common.MAX_BEST_OF), default=None,
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         common.preflight(args, sampler=common.stage_sampler(args))
         paths, run_id = generate_flow(
             prompts, args.num_images, args.seed, common.stage_steps(args), common.stage_guidance(args),
-            common.stage_sampler(args), args.output_size, args.best_of, args.batch_size, args.decoder_best_of,
+            common.stage_sampler(args), args.output_size, args.prior_best_of, args.batch_size, args.decoder_best_of,
             **common.model_params(args), out=args.out, experiment=None if args.no_mlflow else args.experiment)
         common.print_outputs(paths, run_id)
     return run_flow_cli(job)

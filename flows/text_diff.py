@@ -29,17 +29,18 @@ from unclip.stages import check_prompts
 @task(cache_policy=NO_CACHE)
 def make_text_diff(pipe: UnclipPipeline, image: str, from_caption: str, to_caption: str, thetas: list[float],
                    seed: int, steps, guidance, output_size, direction: str = "text", draws: int = 8,
-                   caption: str = "blend", best_of: int = DEFAULT_EDIT_BEST_OF,
+                   caption: str = "blend", decoder_best_of: int = DEFAULT_EDIT_BEST_OF,
                    best_of_eta: float = EDIT_BEST_OF_ETA) -> list:
     return pipe.text_diff(image, from_caption, to_caption, thetas, direction=direction, caption=caption, draws=draws,
-                          best_of=best_of, best_of_eta=best_of_eta, seed=seed, steps=steps, guidance=guidance,
+                          decoder_best_of=decoder_best_of, best_of_eta=best_of_eta, seed=seed, steps=steps, guidance=guidance,
                           output_size=output_size)
 
 
 @flow(name="unclip-text-diff", log_prints=True)
 def text_diff_flow(image: str, from_caption: str, to_caption: str,
                    thetas: list[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), direction: str = "text",
-                   draws: int = 8, seed: int = 0, caption: str = "blend", best_of: int = DEFAULT_EDIT_BEST_OF,
+                   draws: int = 8, seed: int = 0, caption: str = "blend",
+                   decoder_best_of: int = DEFAULT_EDIT_BEST_OF,
                    best_of_eta: float = EDIT_BEST_OF_ETA,
                    steps: dict[str, Any] | None = None, guidance: dict[str, Any] | None = None,
                    output_size: int | None = None, models: str = "registry", ref: str = "champion",
@@ -49,7 +50,7 @@ def text_diff_flow(image: str, from_caption: str, to_caption: str,
                    experiment: str | None = "unclip-inference") -> tuple[list[str], str | None]:
     pipe = common.load_pipeline(models, ref, versions, device, precision, compile, threads, progress)
     images = make_text_diff(pipe, image, from_caption, to_caption, list(thetas), seed, steps, guidance, output_size,
-                            direction, draws, caption, best_of, best_of_eta)
+                            direction, draws, caption, decoder_best_of, best_of_eta)
     labels = [f"theta={t:.2f}" for t in thetas]
     paths = common.save_outputs(images, out, "text_diff", columns=len(images), labels=labels)
     params = {"image": image, "thetas": list(thetas),
@@ -86,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="blend: the decoder also reads the captions, moving from --from (θ = 0, the image "
                         "itself) to --to (from θ = 0.5 on, or 1 with --direction prior); on the demo's models it "
                         "kept the shape in more edits (README). none: embeddings only, as in the paper")
-    parser.add_argument("--best-of", type=int_in(1, common.MAX_BEST_OF), default=DEFAULT_EDIT_BEST_OF,
+    parser.add_argument("--decoder-best-of", "--best-of", type=int_in(1, common.MAX_BEST_OF),
+                        default=DEFAULT_EDIT_BEST_OF,
                         help="decodes per edited frame: the η = 0 one and the rest with --best-of-eta from the same "
                         "x_T; the one CLIP reads closest to the edited embedding is kept (default: "
                         f"{DEFAULT_EDIT_BEST_OF}; 1: the paper's single decode; θ = 0 always reconstructs)")
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         check_caption(args.caption, common.preflight(args, MANIPULATION_GUIDANCE, images=True))
         paths, run_id = text_diff_flow(
             str(args.image), from_caption, to_caption, thetas, args.direction, args.draws, args.seed, args.caption,
-            args.best_of, args.best_of_eta,
+            args.decoder_best_of, args.best_of_eta,
             common.stage_steps(args), common.stage_guidance(args), args.output_size, **common.model_params(args), out=args.out,
             experiment=None if args.no_mlflow else args.experiment)
         common.print_outputs(paths, run_id)

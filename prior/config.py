@@ -81,7 +81,7 @@ class PriorEvalConfig(Config):
     sampler: Literal["ddim", "dpmpp"] = "ddim"
     steps: int = Field(64, gt=0)
     guidance: float = Field(1.0, ge=0)
-    best_of: int = Field(2, gt=0)
+    prior_best_of: int = Field(2, gt=0, description="candidates per caption; the one closest to its text embedding is kept")
     zeroshot: bool = Field(True, description="the dataset probe's zero-shot figures, where the dataset has one")
     seed: int = 0
 

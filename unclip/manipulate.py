@@ -132,7 +132,7 @@ def _prior_shift(pipe: CascadeStages, text, plan: SamplingPlan, draws: int) -> T
 @torch.inference_mode()
 def text_diff(pipe: CascadeStages, image: ImageInput, from_caption: str, to_caption: str,
               thetas: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), *, direction: str = "text",
-              caption: str = "blend", draws: int = 8, best_of: int = DEFAULT_EDIT_BEST_OF,
+              caption: str = "blend", draws: int = 8, decoder_best_of: int = DEFAULT_EDIT_BEST_OF,
               best_of_eta: float = EDIT_BEST_OF_ETA, seed: int = 0, steps: dict[str, Any] | None = None,
               guidance: dict[str, Any] | None = None, output_size: int | None = None) -> list[Image.Image]:
     """Edit an image towards a caption, decoding every frame from the image's x_T.
@@ -147,7 +147,7 @@ def text_diff(pipe: CascadeStages, image: ImageInput, from_caption: str, to_capt
     with the prediction moved from the `from_caption` one to the `to_caption` one by
     w = min(1, θ / CAPTION_FULL[direction]), so θ = 0 still gives the image back.
 
-    best_of > 1: every frame with θ > 0 also decodes best_of − 1 candidates from the same x_T with
+    decoder_best_of > 1: every frame with θ > 0 also decodes decoder_best_of − 1 candidates from the same x_T with
     DDIM η = best_of_eta (each from its own seed stream), and the one whose CLIP embedding comes
     closest to z_θ is kept (`_best_frames`); θ = 0 stays the plain reconstruction."""
     if direction not in DIRECTIONS:
@@ -155,8 +155,8 @@ def text_diff(pipe: CascadeStages, image: ImageInput, from_caption: str, to_capt
 
     if draws < 1:
         raise SettingsError(f"draws must be at least 1, got {draws}")
-    if best_of < 1:
-        raise SettingsError(f"best_of must be at least 1, got {best_of}")
+    if decoder_best_of < 1:
+        raise SettingsError(f"decoder_best_of must be at least 1, got {decoder_best_of}")
     if not 0 < best_of_eta <= 1:
         raise SettingsError(f"best_of_eta must lie in (0, 1] (0 would repeat the plain frame), got {best_of_eta}")
     (from_caption,) = check_prompts([from_caption], "from caption")
@@ -191,25 +191,27 @@ def text_diff(pipe: CascadeStages, image: ImageInput, from_caption: str, to_capt
         x = pipe.decode(z_frames, frames_text, [seed] * n, plan, x_t=x_t.expand(n, -1, -1, -1).clone(), blend=blend)
         edited = [k for k, t in enumerate(thetas) if t > 0]
         kept = [0] * n
-        if best_of > 1 and edited:
-            x, kept = _best_frames(pipe, x, z_frames, x_t, edited, frames_text, blend, seed, plan, best_of, best_of_eta)
+        if decoder_best_of > 1 and edited:
+            x, kept = _best_frames(pipe, x, z_frames, x_t, edited, frames_text, blend, seed, plan, decoder_best_of,
+                                   best_of_eta)
     records = [{"task": "text_diff", "source": _source_name(image), "from_caption": from_caption,
                 "to_caption": to_caption, "direction": direction, "caption": caption, "seed": seed, "theta": t,
-                "best_of": best_of, **({"best_of_eta": best_of_eta, "candidate": kept[k]} if best_of > 1 else {})}
+                "decoder_best_of": decoder_best_of,
+                **({"best_of_eta": best_of_eta, "candidate": kept[k]} if decoder_best_of > 1 else {})}
                for k, t in enumerate(thetas)]
     return _finish(pipe, x, seed, plan, records)
 
 
 def _best_frames(pipe: CascadeStages, x: Tensor, z_frames: Tensor, x_t: Tensor, edited: list[int], text, blend,
-                 seed: int, plan: SamplingPlan, best_of: int, eta: float) -> tuple[Tensor, list[int]]:
-    """The plain (η = 0) frames `x`, with each edited frame replaced by the best of it and best_of − 1
+                 seed: int, plan: SamplingPlan, decoder_best_of: int, eta: float) -> tuple[Tensor, list[int]]:
+    """The plain (η = 0) frames `x`, with each edited frame replaced by the best of it and decoder_best_of − 1
     η > 0 decodes of the same (z_θ, x_T): the one CLIP reads closest to z_θ (decoder.best_of.rank).
     Returns the frames and each frame's kept candidate (0 = the plain frame)."""
     from decoder.best_of import rank
 
-    extra = best_of - 1
+    extra = decoder_best_of - 1
     rows = [k for k in edited for _ in range(extra)]
-    seeds = candidate_seeds([seed], best_of)[1:] * len(edited)
+    seeds = candidate_seeds([seed], decoder_best_of)[1:] * len(edited)
     rows_text = select_rows(text, rows) if text is not None else None
     rows_blend = (select_rows(blend[0], rows), blend[1][rows]) if blend is not None else None
     more = pipe.decode(z_frames[rows], rows_text, seeds, plan, x_t=x_t.expand(len(rows), -1, -1, -1).clone(),

@@ -25,10 +25,8 @@ from unclip.errors import SettingsError
 from unclip.images import tensor_to_images
 from unclip.loading import CascadeInfo, load_cascade
 from unclip.provenance import attach
-from unclip.settings import DEFAULT_DECODER_BEST_OF
+from unclip.settings import DEFAULT_DECODER_BEST_OF, DEFAULT_PRIOR_BEST_OF
 from unclip.stages import CascadeStages, SamplingPlan, check_prompts, select_rows
-
-DEFAULT_PRIOR_BEST_OF = 2  # the paper's
 
 
 class UnclipPipeline(CascadeStages):
@@ -61,9 +59,9 @@ class UnclipPipeline(CascadeStages):
     def generate(self, prompts: str | Sequence[str], num_images: int = 1, seed: int = 0,
                  steps: Mapping[str, Any] | None = None, guidance: Mapping[str, Any] | None = None,
                  sampler: str | Mapping[str, str] | None = None, output_size: int | None = None,
-                 best_of: int | None = None, batch_size: int = 8,
+                 prior_best_of: int | None = None, batch_size: int = 8,
                  decoder_best_of: int | None = None) -> list[Image.Image]:
-        """`num_images` images per prompt at `output_size` (None: the largest), prompt-major. `best_of`
+        """`num_images` images per prompt at `output_size` (None: the largest), prompt-major. `prior_best_of`
         prior candidates per image (the one closest to the caption kept, as the paper), `decoder_best_of`
         decodes of the kept embedding (the one CLIP reads closest to it kept; 1: the paper's single decode;
         the default's figures are in unclip/settings.py). Settings left None take the models' own
@@ -71,22 +69,22 @@ class UnclipPipeline(CascadeStages):
         prompts = check_prompts(prompts)
         if num_images < 1 or batch_size < 1:
             raise SettingsError(f"num_images and batch_size must be at least 1, got {num_images} and {batch_size}")
-        best_of, decoder_best_of = best_of_for(self.info, best_of, decoder_best_of)
+        prior_best_of, decoder_best_of = best_of_for(self.info, prior_best_of, decoder_best_of)
         plan = self.plan(steps, guidance, sampler, output_size)
-        images = self.generate_tensors(prompts, num_images, seed, plan, best_of, batch_size, decoder_best_of)
+        images = self.generate_tensors(prompts, num_images, seed, plan, prior_best_of, batch_size, decoder_best_of)
         out = []
         for k, image in enumerate(tensor_to_images(images)):
-            record = {"task": "generate", "prompt": prompts[k // num_images], "seed": seed + k, "best_of": best_of,
-                      "decoder_best_of": decoder_best_of}
+            record = {"task": "generate", "prompt": prompts[k // num_images], "seed": seed + k,
+                      "prior_best_of": prior_best_of, "decoder_best_of": decoder_best_of}
             out.append(attach(image, {**record, **self.record(plan)}))
         return out
 
     @torch.inference_mode()
     def generate_tensors(self, prompts: list[str], num_images: int, seed: int, plan: SamplingPlan,
-                         best_of: int | None = None, batch_size: int = 8,
+                         prior_best_of: int | None = None, batch_size: int = 8,
                          decoder_best_of: int | None = None) -> Tensor:
         """[len(prompts) * num_images, 3, S, S] in [-1, 1]."""
-        best_of, decoder_best_of = best_of_for(self.info, best_of, decoder_best_of)
+        prior_best_of, decoder_best_of = best_of_for(self.info, prior_best_of, decoder_best_of)
         self.timings = {}
         with self.timed("clip"):
             text = self.encode_text(prompts)
@@ -97,9 +95,9 @@ class UnclipPipeline(CascadeStages):
             idx = order[start:start + batch_size]
             seeds = all_seeds[start:start + batch_size]
             part = select_rows(text, idx)
-            z = self.sample_prior(part, seeds, plan, best_of)
+            z = self.sample_prior(part, seeds, plan, prior_best_of)
             with self.timed("decoder"):
-                x = self.decode(z, part, seeds, plan, best_of=decoder_best_of)
+                x = self.decode(z, part, seeds, plan, decoder_best_of=decoder_best_of)
             chunks.append(self.upsample(x, seeds, plan))
         return torch.cat(chunks)
 
@@ -115,15 +113,16 @@ class UnclipPipeline(CascadeStages):
         return manipulate.text_diff(self, image, from_caption, to_caption, thetas, **kw)
 
 
-def best_of_for(info: CascadeInfo, best_of: int | None, decoder_best_of: int | None) -> tuple[int, int]:
+def best_of_for(info: CascadeInfo, prior_best_of: int | None, decoder_best_of: int | None) -> tuple[int, int]:
     """(prior candidates, decodes) per image: the given ones, else the models' own, else the cascade's;
     a CLIP without an image tower cannot rank decodes, so its default is a single one."""
-    if best_of is None:
-        best_of = info.default_best_of.get("prior", DEFAULT_PRIOR_BEST_OF)
+    if prior_best_of is None:
+        prior_best_of = info.default_best_of.get("prior", DEFAULT_PRIOR_BEST_OF)
     if decoder_best_of is None:
         fallback = DEFAULT_DECODER_BEST_OF if info.spec.has_image_tower else 1
         decoder_best_of = info.default_best_of.get("decoder", fallback)
-    if best_of < 1 or decoder_best_of < 1:
-        raise SettingsError(f"best_of and decoder_best_of must be at least 1, got {best_of} and {decoder_best_of}")
-    return best_of, decoder_best_of
+    if prior_best_of < 1 or decoder_best_of < 1:
+        raise SettingsError(f"prior_best_of and decoder_best_of must be at least 1, got {prior_best_of} and "
+                            f"{decoder_best_of}")
+    return prior_best_of, decoder_best_of
 

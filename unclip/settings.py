@@ -54,6 +54,8 @@ MAX_GUIDANCE = 50.0
 # embeddings a second CLIP, trained apart, sees most of that gain on two runs and less on two others
 # (decoder/config.py).
 DEFAULT_DECODER_BEST_OF = 4
+# Prior candidates per generated image, the one closest to the caption kept: the paper's best of 2.
+DEFAULT_PRIOR_BEST_OF = 2
 # Inversion-based manipulations decode with the same (unguided) network that inverted the image, so
 # that η = 0 gives the image back; guidance > 1 breaks that symmetry.
 MANIPULATION_GUIDANCE: dict[str, float] = {"prior": 1.0, "decoder": 1.0}

@@ -106,19 +106,20 @@ class CascadeStages:
                             caption if len(caption) < 60 else caption[:57] + "...", encoder.context_length)
         return encoder.encode_text(captions)
 
-    def sample_prior(self, text, seeds: Sequence[int], plan: SamplingPlan, best_of: int = 2) -> Tensor:
-        """Image embeddings [B, D] the prior draws for encoded captions, one seed each."""
+    def sample_prior(self, text, seeds: Sequence[int], plan: SamplingPlan, prior_best_of: int = 2) -> Tensor:
+        """Image embeddings [B, D] the prior draws for encoded captions, one seed each (the best of
+        `prior_best_of` candidates: the one closest to the caption)."""
         from prior.sample import sample_prior
 
         with self.timed("prior"), autocast(self.precision, self.device):
             return sample_prior(self.cascade.prior, text, stage_seeds(seeds, "prior"), steps=plan.steps["prior"],
                                 sampler=plan.sampler["prior"], guidance=plan.guidance["prior"],
-                                best_of=best_of, progress=self.progress)
+                                best_of=prior_best_of, progress=self.progress)
 
     def decode(self, image_embeds: Tensor, text, seeds: Sequence[int], plan: SamplingPlan, x_t: Tensor | None = None,
-               eta: float = 0.0, blend=None, best_of: int = 1) -> Tensor:
+               eta: float = 0.0, blend=None, decoder_best_of: int = 1) -> Tensor:
         """Decoder images [B, 3, S, S] for image embeddings (and captions, or None), from x_T (default:
-        the seeds' noise); `blend`: see decoder.sample.decode; `best_of` > 1: that many decodes each, the
+        the seeds' noise); `blend`: see decoder.sample.decode; `decoder_best_of` > 1: that many decodes each, the
         one CLIP reads closest to its embedding kept (decoder.best_of)."""
         from decoder.best_of import decode_best_of
         from decoder.sample import decode
@@ -126,9 +127,9 @@ class CascadeStages:
         settings = {"steps": plan.steps["decoder"], "sampler": plan.sampler["decoder"],
                     "guidance": plan.guidance["decoder"], "eta": eta, "progress": self.progress}
         with autocast(self.precision, self.device):
-            if best_of > 1:
+            if decoder_best_of > 1:
                 return decode_best_of(self.cascade.decoder, self.cascade.encoder.encode_pixels, image_embeds, text,
-                                      stage_seeds(seeds, "decoder"), best_of, x_T=x_t, blend=blend,
+                                      stage_seeds(seeds, "decoder"), decoder_best_of, x_T=x_t, blend=blend,
                                       **settings).images.float()
             return decode(self.cascade.decoder, image_embeds, text, stage_seeds(seeds, "decoder"), x_T=x_t,
                           blend=blend, **settings).float()
