@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 from pathlib import Path
 
 import open_clip
@@ -23,7 +22,7 @@ from clip.evaluate import clip_metrics
 from clip.model import ClipModelConfig, model_preset
 from clip.spec import ClipSpec
 from core.checkpoint import save_model_folder, write_json
-from core.cli import ArgumentParser
+from core.cli import run_training, training_parser
 from core.config import Config, apply_overrides, pick_preset
 from core.trainer import Tracker, TrainConfig, fit, make_accelerator
 from data import DatasetConfig, open_dataset
@@ -180,29 +179,13 @@ def train_clip(settings: ClipTrainSettings, out: str | Path, tracker: Tracker | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m clip.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="demo", choices=list(PRESETS), help="size preset (default: demo)")
-    parser.add_argument("--out", default="runs/clip", help="output folder (default: runs/clip)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. train.steps=200 or data.source=folder (repeatable)")
-    parser.add_argument("--track", action="store_true", help="log the run to MLflow (rank 0 only)")
+    parser = training_parser("python -m clip.train", __doc__, PRESETS, "runs/clip")
     args = parser.parse_args(argv)
-    from core.cli import check_output_dir, report, run_cli
 
-    def job():
-        settings = settings_for(args.preset, args.overrides)
-        check_output_dir(args.out)
-        run = nullcontext()  # without --track MLflow is not imported: the stage runs where only torch is set up
-        if args.track:
-            from core.tracking import main_process_run
-
-            run = main_process_run("unclip-clip")
-        with run as tracker:
-            if tracker is not None:
-                tracker.log_params(settings.model_dump(mode="json"))
-            spec, metrics = train_clip(settings, args.out, tracker)
-        report(f"CLIP (fingerprint {spec.fingerprint()})", Path(args.out) / "model", metrics)
-    return run_cli(job)
+    def train(settings: ClipTrainSettings, tracker):
+        spec, metrics = train_clip(settings, args.out, tracker)
+        return f"CLIP (fingerprint {spec.fingerprint()})", Path(args.out) / "model", metrics
+    return run_training(args, "unclip-clip", lambda: settings_for(args.preset, args.overrides), train)
 
 
 if __name__ == "__main__":
