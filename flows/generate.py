@@ -12,7 +12,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from core.cli import ArgumentParser, int_in
+from core.cli import int_in
 from flows import inference as common
 from unclip.errors import SettingsError
 from unclip.pipeline import UnclipPipeline
@@ -40,15 +40,13 @@ def generate_flow(prompts: list[str], num_images: int = 1, seed: int = 0, steps:
     pipe = common.load_pipeline(models, ref, versions, device, precision, compile, threads, progress)
     images = generate_images(pipe, prompts, num_images, seed, steps, guidance, sampler, output_size, prior_best_of,
                              batch_size, decoder_best_of)
-    paths = common.save_outputs(images, out, "generate", columns=num_images if len(prompts) > 1 else None)
-    params = {"prompts": prompts, "num_images": num_images, "seed": seed,
-              **{k: v for k, v in images[0].info["unclip"].items() if k not in ("prompt", "seed", "task")}}
-    return paths, common.log_outputs(paths, params, experiment, "generate")
+    params = {"prompts": prompts, "num_images": num_images, "seed": seed}
+    return common.publish(images, out, "generate", params, experiment, drop=("prompt", "seed"),
+                          columns=num_images if len(prompts) > 1 else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="python -m flows.generate", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
+    parser = common.command_parser("python -m flows.generate", __doc__, "outputs/generate", sampler=True)
     parser.add_argument("--prompt", action="append", required=True,
                         help="the caption to draw (repeat for several prompts; longer than CLIP's context: truncated "
                              "with a warning)")
@@ -61,30 +59,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="decodes per image; the one the CLIP reads closest to its image embedding is kept "
                              f"(default: the decoder's own, else {DEFAULT_DECODER_BEST_OF} with a CLIP image tower "
                              "and 1 without; 1 is the paper's single decode)")
-    parser.add_argument("--batch-size", type=int_in(1, common.MAX_BATCH), default=8, help="images sampled together (default: 8); "
-                                                                   "results do not depend on it")
-    common.add_sampling_options(parser)
-    common.add_model_options(parser)
-    common.add_output_options(parser, "outputs/generate")
+    parser.add_argument("--batch-size", type=int_in(1, common.MAX_BATCH), default=8,
+                        help="images sampled together (default: 8); results do not depend on it")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from flows.runtime import run_flow_cli
+def run(args: argparse.Namespace) -> tuple[list[str], str | None]:
+    prompts = check_prompts(args.prompt)
+    if len(prompts) * args.num_images > common.MAX_IMAGES:
+        raise SettingsError(f"{len(prompts)} prompts x --num-images {args.num_images} is more than "
+                            f"{common.MAX_IMAGES} images; split the run")
+    common.preflight(args, sampler=common.stage_sampler(args))
+    return generate_flow(prompts, args.num_images, sampler=common.stage_sampler(args),
+                         prior_best_of=args.prior_best_of, batch_size=args.batch_size,
+                         decoder_best_of=args.decoder_best_of, **common.sampling_params(args),
+                         **common.run_params(args))
 
-    def job():
-        prompts = check_prompts(args.prompt)
-        if len(prompts) * args.num_images > common.MAX_IMAGES:
-            raise SettingsError(f"{len(prompts)} prompts x --num-images {args.num_images} is more than "
-                                f"{common.MAX_IMAGES} images; split the run")
-        common.preflight(args, sampler=common.stage_sampler(args))
-        paths, run_id = generate_flow(
-            prompts, args.num_images, args.seed, common.stage_steps(args), common.stage_guidance(args),
-            common.stage_sampler(args), args.output_size, args.prior_best_of, args.batch_size, args.decoder_best_of,
-            **common.model_params(args), out=args.out, experiment=None if args.no_mlflow else args.experiment)
-        common.print_outputs(paths, run_id)
-    return run_flow_cli(job)
+
+def main(argv: list[str] | None = None) -> int:
+    return common.run_command(build_parser(), argv, run)
 
 
 if __name__ == "__main__":
