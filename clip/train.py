@@ -41,8 +41,8 @@ class ClipTrainSettings(Config):
                              "negatives): the memory the data takes, whatever the dataset's size")
     hard_fraction: float = Field(0.0, ge=0, lt=1, description="share of each batch given to caption-neighbour hard negatives")
     augment: ClipAugmentConfig = ClipAugmentConfig()
-    channels_last: bool = Field(True, description="channels-last memory format for the image tower: on 2 CPU cores "
-                                "the demo's ResNet tower's forward and backward take 0.8x the time")
+    channels_last: bool = Field(True, description="channels-last memory format for the image tower (faster "
+                                "convolutions on CPUs)")
 
 
 PRESETS: dict[str, ClipTrainSettings] = {
@@ -53,31 +53,15 @@ PRESETS: dict[str, ClipTrainSettings] = {
         eval_size=100,
         augment=ClipAugmentConfig(probability=0.5),
     ),
-    # Half of each batch in caption-neighbour groups: the last attribute, shape, reached
-    # 0.96 at 600 steps with them against 0.91 without. Canonical captions only: paraphrases slowed
-    # learning (position 0.38 vs 0.28 at 400 steps with the ViT); set data.paraphrase=true to train on them.
-    # Half of the images degraded (clip/augment.py): on 300 images decoded by the last release's decoder
-    # this CLIP reads shape 0.72 and size 0.99, against 0.44 and 0.82 without degradations and 0.67 and
-    # 0.96 with the milder defaults; on real images shape falls to 0.92 (0.98 without, 0.95 milder).
-    # A 32 px image tower costs a third as much per step but read real shapes at 0.77 (decoded 0.70).
-    # 760 steps instead of 800 (0.7 minutes sooner): held-out shape 0.888 against 0.922, retrieval 0.960
-    # against 0.975; not kept.
-    # Shape is still being learnt at 800 steps: seeds 0 / 1 / 2 read held-out shape 0.922 / 0.814 / 0.888
-    # (1,000 images), and 300 images decoded by one demo decoder 0.79 / 0.74 / 0.76. Not better on seeds
-    # 0 / 1: hard_fraction 0.75 0.913 / 0.818; batch 64 x 1,600 steps 0.858 / 0.782; lr 2e-3 0.818 / 0.796;
-    # seed 1 with a quarter of the images degraded 0.868 (decoded 0.76), with none 0.963 (decoded 0.45).
-    # 1,000 steps, kept (about 1.9 minutes more on 2 cores): seeds 0 / 1 / 2 read held-out shape 0.958 / 0.870 /
-    # 0.942 and the same 300 decoded images 0.88 / 0.77 / 0.81 (0.79 / 0.74 / 0.76 at 800). Seed 0 reads
-    # another demo decoder's 300 images at 0.87 (0.80 at 800) and the real ones at 32 px at 0.96 (0.91).
-    # Noise added at the rescaled images' size (the grain of a small generated image) made the 800-step
-    # CLIP worse on seeds 0 / 1: 0.889 / 0.776, decoded 0.77 / 0.71. A longer EMA (0.99 instead of 0.98)
-    # read 0.953 / 0.866 on seeds 0 / 1 against 0.958 / 0.870.
-    "demo": ClipTrainSettings(
+    "demo": ClipTrainSettings(  # the runs behind each choice: docs/experiments/clip.md
         model=model_preset("demo"),
+        # 1,000 steps: shape, the attribute learnt last, is still being learnt at 800
         train=TrainConfig(steps=1000, batch_size=128, lr=1e-3, weight_decay=0.1, warmup_steps=50,
                           min_lr_ratio=0.05, ema_decay=0.98, log_every=25),
-        data=DatasetConfig(num_examples=21000, val_size=1000, image_size=64, paraphrase=False),
-        hard_fraction=0.5,
+        data=DatasetConfig(num_examples=21000, val_size=1000, image_size=64,
+                           paraphrase=False),  # paraphrases slowed learning
+        hard_fraction=0.5,  # caption-neighbour negatives: they teach shape
+        # half the images degraded as decoded ones are, so that it reads those as it reads real ones
         augment=ClipAugmentConfig(probability=0.5, min_scale=0.35, max_blur=1.5, max_noise=0.06, max_ringing=1.5,
                                   max_blotch=0.06),
     ),

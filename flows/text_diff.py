@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--caption", choices=CAPTION_MODES, default="blend",
                         help="blend: the decoder also reads the captions, moving from --from (θ = 0, the image "
                         "itself) to --to (from θ = 0.5 on, or 1 with --direction prior); on the demo's models it "
-                        "kept the shape in more edits (README). none: embeddings only, as in the paper")
+                        "kept the shape in more edits (docs/experiments/manipulations.md). none: embeddings only, "
+                        "as in the paper")
     parser.add_argument("--decoder-best-of", "--best-of", type=int_in(1, common.MAX_BEST_OF),
                         default=DEFAULT_EDIT_BEST_OF,
                         help="decodes per edited frame: the η = 0 one and the rest with --best-of-eta from the same "

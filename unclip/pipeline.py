@@ -64,7 +64,7 @@ class UnclipPipeline(CascadeStages):
         """`num_images` images per prompt at `output_size` (None: the largest), prompt-major. `prior_best_of`
         prior candidates per image (the one closest to the caption kept, as the paper), `decoder_best_of`
         decodes of the kept embedding (the one CLIP reads closest to it kept; 1: the paper's single decode;
-        the default's figures are in unclip/settings.py). Settings left None take the models' own
+        the default's figures: docs/experiments/sampling.md). Settings left None take the models' own
         defaults where they carry some, else the cascade's (unclip/settings.py)."""
         prompts = check_prompts(prompts)
         if num_images < 1 or batch_size < 1:

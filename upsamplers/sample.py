@@ -169,10 +169,9 @@ def upsample(
     last_step = int(scheduler.timesteps[-1])
 
     device = next(model.parameters()).device
-    # Channels-last inputs on the CPU: the demo upsamplers' oneDNN convolutions at 128 and 512 px took
-    # 0.75-0.8x as long (the same outputs to 1e-6); not measured on GPUs, so left as it is there. Only
-    # for pixel-norm networks, where it was measured: GroupNorm ones (Karlo's) keep the default layout,
-    # whose outputs match diffusers' exactly (their few ε steps from t = 999 magnify a 1e-6 to 1e-4).
+    # Channels-last inputs on CPUs only, for pixel-norm networks (faster oneDNN convolutions, the same
+    # outputs); GroupNorm ones (Karlo's) keep the layout in which they match diffusers exactly
+    # (docs/experiments/upsamplers.md).
     cpu_fast = device.type == "cpu" and cfg.model.norm == "pixel"
     memory = torch.channels_last if cpu_fast else torch.contiguous_format
     condition = condition_for(model, low_res, level, seeds).to(device).contiguous(memory_format=memory)
