@@ -44,7 +44,7 @@ class CascadeSettings(Config):
     upsampler2: UpsamplerTrainSettings
     lanes: int = Field(1, ge=1, le=4, description="stages trained at once once the shards exist (decoder, prior and "
                        "both upsamplers), each with its share of the CPU threads: for machines with more cores than "
-                       "one small stage can use; on 2 cores it is slower, see LANES)")
+                       "one small stage can use; on 2 cores it is slower (see LANES)")
     embed_batch_size: int = Field(256, ge=1, description="images and captions the CLIP encodes at once in the embedding "
                                   "step (on the accelerator when there is one)")
     upsamplers_beside_clip: bool = Field(False, description="train both upsamplers, which need no CLIP, in a second "

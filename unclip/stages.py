@@ -10,15 +10,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from core.devices import autocast
 from core.seeds import stream_seed
-from unclip.errors import PromptError, SettingsError
+from unclip.errors import PromptError
 from unclip.loading import Cascade, CascadeInfo
 from unclip.settings import (
     DEFAULT_GUIDANCE,
@@ -43,15 +44,6 @@ class SamplingPlan:
     sampler: dict[str, str | None]
     stages: tuple[str, ...]
     output_size: int
-
-
-def autocast(precision: str, device: torch.device):
-    """bf16 autocast around a stage (fast on GPUs and CPUs with AMX, slow on CPUs without bf16)."""
-    if precision == "fp32":
-        return nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise SettingsError(f"precision must be fp32 or bf16, got {precision!r}")
 
 
 def stage_seeds(seeds: Sequence[int], stage: str) -> list[int]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal
 
 import torch
 
+from core.devices import autocast
 from core.diffusion import (
     Denoise,
     Sampler,
@@ -83,14 +83,6 @@ def tiled(net: Net, tile: int, overlap: int) -> Net:
         return out / total
 
     return run
-
-
-def _autocast(precision: Precision, device: torch.device):
-    if precision == "fp32":
-        return nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
 
 
 def check_low_res(model: Upsampler, low_res: torch.Tensor) -> tuple[int, int]:
@@ -178,7 +170,7 @@ def upsample(
     levels = torch.full((len(seeds),), level, device=device)
 
     def net(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        with _autocast(precision, device):
+        with autocast(precision, device):
             out = model(x.contiguous(memory_format=memory), t, cond.contiguous(memory_format=memory), levels,
                         final=int(t[0]) == last_step)
         return out.float().contiguous()
