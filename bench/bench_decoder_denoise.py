@@ -66,9 +66,9 @@ def parse_counts(text: str) -> tuple[int, ...]:
     try:
         counts = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise ConfigError(f"--best-of must be whole numbers separated by commas, got {text!r}") from None
+        raise ConfigError(f"--decoder-best-of must be whole numbers separated by commas, got {text!r}") from None
     if any(k < 1 for k in counts):
-        raise ConfigError(f"--best-of counts must be at least 1, got {text!r}")
+        raise ConfigError(f"--decoder-best-of counts must be at least 1, got {text!r}")
     return counts
 
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=300, help="held-out images (default: 300)")
     parser.add_argument("--timesteps", default="2,10,40,80", help="noise levels of the one-step estimates")
     parser.add_argument("--from-draft", default="", help="noise levels to decode from the noised draft (e.g. 40,120)")
-    parser.add_argument("--best-of", default="", help="candidate counts of best-of decoding to read (e.g. 2,4)")
+    parser.add_argument("--decoder-best-of", "--best-of", default="", help="candidate counts of best-of decoding to read (e.g. 2,4)")
     parser.add_argument("--judge", help="a second CLIP's model folder, whose reading of the shape is added")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps (default: 25)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(t < last for t in from_draft):
             raise ConfigError(f"--from-draft {min(from_draft)} is below the sampler's last step (t = {last} "
                               f"with {args.steps} DDIM steps)")
-        best_of = parse_counts(args.best_of)
+        best_of = parse_counts(args.decoder_best_of)
         judge = load_encoder(ClipSpec.load(args.judge, own_files=True), args.device) if args.judge else None
         n = min(args.images, len(shards.captions))
         captions = list(shards.captions[:n])

@@ -3,7 +3,7 @@ real images of the same captions, for one or more guidance and best-of settings 
 
     python bench/bench_generation.py                                  # registry champions, 32 prompts x 4
     python bench/bench_generation.py --data shapes --guidance decoder=2 --guidance decoder=3 --json gen.json
-    python bench/bench_generation.py --best-of 1 --best-of 4           # prior candidates per image
+    python bench/bench_generation.py --prior-best-of 1 --prior-best-of 4   # prior candidates per image
     python bench/bench_generation.py --decoder-best-of 1 --decoder-best-of 4   # decodes per image
     python bench/bench_generation.py --models runs/models --prompts 8 --images 2 --output-size 128
     python bench/bench_generation.py --split train                    # training captions: memorised or not
@@ -51,14 +51,15 @@ def bench(args: argparse.Namespace) -> dict:
     rows = {}
     for text in args.guidance or [""]:
         guidance = parse_stage_values(text, GUIDED, "guidance")
-        for best_of, decoder_best_of in itertools.product(args.best_of or [None], args.decoder_best_of or [None]):
+        for prior_best_of, decoder_best_of in itertools.product(args.prior_best_of or [None],
+                                                                args.decoder_best_of or [None]):
             images = pipe.generate(prompts, args.images, args.seed, guidance=guidance, output_size=size,
-                                   best_of=best_of, decoder_best_of=decoder_best_of)
+                                   prior_best_of=prior_best_of, decoder_best_of=decoder_best_of)
             figures = image_metrics(images, [e.caption for e in scored], pipe.encoder, pool,
                                     [e.image for e in scored])
             record = images[0].info["unclip"]
-            name = f"{text or 'defaults'}, best of {record['best_of']}, decoder best of {record['decoder_best_of']}"
-            rows[name] = {"guidance": record["guidance"], "best_of": record["best_of"],
+            name = f"{text or 'defaults'}, prior best of {record['prior_best_of']}, decoder best of {record['decoder_best_of']}"
+            rows[name] = {"guidance": record["guidance"], "prior_best_of": record["prior_best_of"],
                           "decoder_best_of": record["decoder_best_of"], **figures}
             print(name, " ".join(f"{k} {figures[k]:.3g}" for k in SHOWN if k in figures), file=sys.stderr, flush=True)
     return {"data": settings.data_source, "split": args.split, "prompts": len(prompts), "images_per_prompt": args.images,
@@ -69,10 +70,10 @@ def table(result: dict) -> str:
     rows = result["rows"]
     first = next(iter(rows.values()))
     columns = [k for k in SHOWN if k in first] + [k for k in first if k.startswith("zeroshot_") and "_real" not in k]
-    lines = ["| guidance | best of | decoder best of | " + " | ".join(columns) + " |", "|---" * (len(columns) + 3) + "|"]
+    lines = ["| guidance | prior best of | decoder best of | " + " | ".join(columns) + " |", "|---" * (len(columns) + 3) + "|"]
     for row in rows.values():
         guidance = ", ".join(f"{k} {v:g}" for k, v in row["guidance"].items())
-        cells = [guidance, str(row["best_of"]), str(row["decoder_best_of"])]
+        cells = [guidance, str(row["prior_best_of"]), str(row["decoder_best_of"])]
         for key in columns:
             low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
             cells.append(f"{row[key]:.3g}" + (f" ({low:.3g}-{high:.3g})" if low is not None else ""))
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=4, help="images per prompt (default: 4)")
     parser.add_argument("--guidance", action="append", help="per-stage guidance to compare, e.g. decoder=2 "
                         "(repeatable; default: the pipeline's)")
-    parser.add_argument("--best-of", type=int, action="append", help="prior candidates per image, the one closest "
+    parser.add_argument("--prior-best-of", type=int, action="append", help="prior candidates per image, the one closest "
                         "to the caption kept (repeatable; default: the prior's own)")
     parser.add_argument("--decoder-best-of", type=int, action="append", help="decodes per image, the one CLIP "
                         "reads closest to its embedding kept (repeatable; default: the pipeline's, 1 is the paper's)")
@@ -102,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    if args.prompts < 1 or args.images < 1 or min(args.best_of or [1]) < 1 or min(args.decoder_best_of or [1]) < 1:
-        parser.error("--prompts, --images, --best-of and --decoder-best-of must be at least 1")
+    if args.prompts < 1 or args.images < 1 or min(args.prior_best_of or [1]) < 1 or min(args.decoder_best_of or [1]) < 1:
+        parser.error("--prompts, --images, --prior-best-of and --decoder-best-of must be at least 1")
     args.compile = False
     torch.set_num_threads(args.threads)
     result = bench(args)

@@ -77,7 +77,7 @@ def text_diffs(pipe, pairs, thetas: list[float], output_size: int | None, steps:
     for image, attrs in pairs:
         target = attrs.replace(color="blue")
         frames += pipe.text_diff(image, canonical_caption(attrs), canonical_caption(target), thetas,
-                                 direction=direction, caption=caption, best_of=best_of, steps={"decoder": steps},
+                                 direction=direction, caption=caption, decoder_best_of=best_of, steps={"decoder": steps},
                                  output_size=output_size)
         targets += [target] * len(thetas)
     key = f"{direction}/{caption}/best_of={best_of}"
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="θ values of the prior-direction text diffs (default: 0.5,1,1.5)")
     parser.add_argument("--captions", default="blend,none",
                         help="text-diff caption modes to measure (default: blend,none; see unclip/manipulate.py)")
-    parser.add_argument("--best-of", default="1,4",
+    parser.add_argument("--decoder-best-of", "--best-of", default="1,4",
                         help="decodes kept the best of per edited frame, each value measured (default: 1,4; "
                         "see unclip/manipulate.py)")
     parser.add_argument("--judge", help="a second CLIP's model folder (trained apart, e.g. another demo run's) "
@@ -173,11 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.compile = False
     try:
-        best_of = [int(b) for b in args.best_of.split(",")]
+        best_of = [int(b) for b in args.decoder_best_of.split(",")]
     except ValueError:
         best_of = [0]
     if any(n < 1 for n in best_of):
-        parser.error(f"--best-of must be whole numbers of at least 1 separated by commas, got {args.best_of!r}")
+        parser.error(f"--decoder-best-of must be whole numbers of at least 1 separated by commas, got {args.decoder_best_of!r}")
     pipe = load(args)
     pipe.progress = False
     thetas = [float(t) for t in args.thetas.split(",")]

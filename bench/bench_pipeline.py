@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from unclip import UnclipPipeline  # noqa: E402
 from unclip.settings import GUIDED, SAMPLED, parse_stage_values  # noqa: E402
+from unclip.stages import SamplingPlan  # noqa: E402
 
 PROMPT = "a small red circle in the top left on a white background"
 
@@ -56,11 +57,11 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
-def run_once(pipe: UnclipPipeline, plan: dict, seed: int, best_of: int, decoder_best_of: int = 1) -> dict[str, float]:
+def run_once(pipe: UnclipPipeline, plan: SamplingPlan, seed: int, prior_best_of: int, decoder_best_of: int = 1) -> dict[str, float]:
     import time
 
     start = time.perf_counter()
-    pipe.generate_tensors([PROMPT], 1, seed, plan, best_of=best_of, decoder_best_of=decoder_best_of)
+    pipe.generate_tensors([PROMPT], 1, seed, plan, prior_best_of=prior_best_of, decoder_best_of=decoder_best_of)
     if pipe.device.type == "cuda":
         torch.cuda.synchronize(pipe.device)
     return {**pipe.timings, "total": time.perf_counter() - start}
@@ -76,14 +77,15 @@ def bench(args: argparse.Namespace) -> dict:
         for precision, threads in variants:
             torch.set_num_threads(threads)
             pipe.precision = precision
-            timing = run_once(pipe, plan, args.seed + repeat, args.best_of, args.decoder_best_of)
+            timing = run_once(pipe, plan, args.seed + repeat, args.prior_best_of, args.decoder_best_of)
             if repeat:
                 samples[(precision, threads)].append(timing)
             print(f"round {repeat} {precision} threads={threads}: {timing['total']:.3f}s", file=sys.stderr)
-    stages = ["clip", "prior", *plan["stages"], "total"]
+    stages = ["clip", "prior", *plan.stages, "total"]
     medians = {f"{p}/threads={t}": {s: statistics.median(r[s] for r in runs) for s in stages}
                for (p, t), runs in samples.items()}
-    return {"plan": {k: plan[k] for k in ("steps", "guidance", "sampler", "output_size")}, "best_of": args.best_of,
+    return {"plan": {k: getattr(plan, k) for k in ("steps", "guidance", "sampler", "output_size")},
+            "prior_best_of": args.prior_best_of,
             "decoder_best_of": args.decoder_best_of,
             "device": str(pipe.device), "cpu_threads": args.threads, "repeats": args.repeats,
             "models": pipe.models(), "median_seconds": medians}
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance", default=None, help="per-stage guidance, e.g. prior=4,decoder=8")
     parser.add_argument("--sampler", default="ddim", help="sampler for every stage (default: ddim)")
     parser.add_argument("--output-size", type=int, default=None, help="output side (default: the largest)")
-    parser.add_argument("--best-of", type=int, default=2, help="prior candidates (default: 2)")
+    parser.add_argument("--prior-best-of", type=int, default=2, help="prior candidates (default: 2)")
     parser.add_argument("--decoder-best-of", type=int, default=1,
                         help="decodes per image (default: 1, the paper's single decode; the pipeline's default is 4)")
     parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated (default: fp32,bf16)")

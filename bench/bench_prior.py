@@ -111,7 +111,7 @@ def steps_sweep(prior, held: HeldOut, settings, counts=(4, 8, 16, 32, 64)) -> di
     for sampler in ("ddim", "dpmpp"):
         for steps in counts:
             z = sample_prior(prior, held, range(len(held.captions)), steps=steps, sampler=sampler,
-                             best_of=settings.eval.best_of)
+                             best_of=settings.eval.prior_best_of)
             m = embedding_metrics(z, held.image_embeds, held.text_embeds)
             out[f"{sampler}{steps}_cos_pred_image"] = m["cos_pred_image"]
             out[f"{sampler}{steps}_retrieval_top1"] = m["retrieval_top1"]
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep_set = HeldOut.from_tensors(val.load(FIELDS), val.captions, args.sweep)
         report["steps_sweep"] = steps_sweep(prior, sweep_set, settings)
         print(json.dumps(report["steps_sweep"], indent=1), flush=True)
-    report.update(sampling_latency(prior, held, args.captions, settings.eval.steps, settings.eval.best_of,
+    report.update(sampling_latency(prior, held, args.captions, settings.eval.steps, settings.eval.prior_best_of,
                                    args.rounds))
     data = training_tensors(prior, shards.load(FIELDS))
     report.update(train_throughput(prior, data, settings, args.speed_steps, args.rounds))

@@ -138,7 +138,7 @@ def bench(args: argparse.Namespace) -> dict:
 
     def run_ours(seed: int) -> float:
         start = time.perf_counter()
-        ours.generate_tensors([PROMPT], 1, seed, plan, best_of=1, decoder_best_of=1)
+        ours.generate_tensors([PROMPT], 1, seed, plan, prior_best_of=1, decoder_best_of=1)
         return time.perf_counter() - start
 
     def run_theirs(seed: int) -> float:

@@ -133,7 +133,7 @@ class ClipEncoder:
         return torch.cat(out)
 
     def _embed_pixels(self, pixels: Tensor) -> Tensor:
-        if self.device.type == "cpu":  # the demo ResNet tower embeds 0.78x as long channels-last (oneDNN)
+        if self.device.type == "cpu":  # channels-last: faster oneDNN convolutions (docs/experiments/clip.md)
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             features = self.backend.encode_image(pixels)

@@ -7,6 +7,8 @@ weights' content hash and dimensions), not where its files happen to live.
 A CLIP model folder names its files relative to itself, so a copied folder or a registry download
 loads its own files, pinned by their sha256, and nothing outside it. A prior's or decoder's
 clip_spec.json only identifies the CLIP (`reference()`): the CLIP folder is what is loaded.
+
+A spec is made from a CLIP by loading it: `clip.encoder.resolve_spec` (here nothing is loaded).
 """
 
 from __future__ import annotations
@@ -57,19 +59,6 @@ class ClipSpec(Config):
         if self.backend == "hf" and self.pretrained is not None:
             raise ValueError("hf CLIPs keep their weights in the `model` directory; leave `pretrained` unset")
         return self
-
-    @classmethod
-    def resolve(cls, backend: str, model: str | Path, pretrained: str | Path | None = None) -> ClipSpec:
-        """Load the CLIP once to read its dimensions and hash its local weights file(s)."""
-        # Imported here because clip.encoder imports this module.
-        from clip.encoder import resolve_spec
-
-        return resolve_spec(backend, model, pretrained)
-
-    @classmethod
-    def for_local_open_clip(cls, config_path: str | Path, weights_path: str | Path) -> ClipSpec:
-        """Spec of an open_clip CLIP saved as a model-config JSON file plus a weights file."""
-        return cls.resolve("open_clip", config_path, weights_path)
 
     def identity(self) -> dict[str, Any]:
         """The fields that say which CLIP this is; file locations drop out once weights are hashed."""

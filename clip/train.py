@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 from pathlib import Path
 
 import open_clip
@@ -18,10 +17,12 @@ from pydantic import Field
 
 from clip.augment import ClipAugmentConfig, degrade
 from clip.batches import contrastive_batches
+from clip.encoder import resolve_spec
 from clip.evaluate import clip_metrics
 from clip.model import ClipModelConfig, model_preset
+from clip.spec import ClipSpec
 from core.checkpoint import save_model_folder, write_json
-from core.cli import ArgumentParser
+from core.cli import run_training, training_parser
 from core.config import Config, apply_overrides, pick_preset
 from core.trainer import Tracker, TrainConfig, fit, make_accelerator
 from data import DatasetConfig, open_dataset
@@ -40,8 +41,8 @@ class ClipTrainSettings(Config):
                              "negatives): the memory the data takes, whatever the dataset's size")
     hard_fraction: float = Field(0.0, ge=0, lt=1, description="share of each batch given to caption-neighbour hard negatives")
     augment: ClipAugmentConfig = ClipAugmentConfig()
-    channels_last: bool = Field(True, description="channels-last memory format for the image tower: on 2 CPU cores "
-                                "the demo's ResNet tower's forward and backward take 0.8x the time")
+    channels_last: bool = Field(True, description="channels-last memory format for the image tower (faster "
+                                "convolutions on CPUs)")
 
 
 PRESETS: dict[str, ClipTrainSettings] = {
@@ -52,31 +53,15 @@ PRESETS: dict[str, ClipTrainSettings] = {
         eval_size=100,
         augment=ClipAugmentConfig(probability=0.5),
     ),
-    # Half of each batch in caption-neighbour groups: the last attribute, shape, reached
-    # 0.96 at 600 steps with them against 0.91 without. Canonical captions only: paraphrases slowed
-    # learning (position 0.38 vs 0.28 at 400 steps with the ViT); set data.paraphrase=true to train on them.
-    # Half of the images degraded (clip/augment.py): on 300 images decoded by the last release's decoder
-    # this CLIP reads shape 0.72 and size 0.99, against 0.44 and 0.82 without degradations and 0.67 and
-    # 0.96 with the milder defaults; on real images shape falls to 0.92 (0.98 without, 0.95 milder).
-    # A 32 px image tower costs a third as much per step but read real shapes at 0.77 (decoded 0.70).
-    # 760 steps instead of 800 (0.7 minutes sooner): held-out shape 0.888 against 0.922, retrieval 0.960
-    # against 0.975; not kept.
-    # Shape is still being learnt at 800 steps: seeds 0 / 1 / 2 read held-out shape 0.922 / 0.814 / 0.888
-    # (1,000 images), and 300 images decoded by one demo decoder 0.79 / 0.74 / 0.76. Not better on seeds
-    # 0 / 1: hard_fraction 0.75 0.913 / 0.818; batch 64 x 1,600 steps 0.858 / 0.782; lr 2e-3 0.818 / 0.796;
-    # seed 1 with a quarter of the images degraded 0.868 (decoded 0.76), with none 0.963 (decoded 0.45).
-    # 1,000 steps, kept (about 1.9 minutes more on 2 cores): seeds 0 / 1 / 2 read held-out shape 0.958 / 0.870 /
-    # 0.942 and the same 300 decoded images 0.88 / 0.77 / 0.81 (0.79 / 0.74 / 0.76 at 800). Seed 0 reads
-    # another demo decoder's 300 images at 0.87 (0.80 at 800) and the real ones at 32 px at 0.96 (0.91).
-    # Noise added at the rescaled images' size (the grain of a small generated image) made the 800-step
-    # CLIP worse on seeds 0 / 1: 0.889 / 0.776, decoded 0.77 / 0.71. A longer EMA (0.99 instead of 0.98)
-    # read 0.953 / 0.866 on seeds 0 / 1 against 0.958 / 0.870.
-    "demo": ClipTrainSettings(
+    "demo": ClipTrainSettings(  # the runs behind each choice: docs/experiments/clip.md
         model=model_preset("demo"),
+        # 1,000 steps: shape, the attribute learnt last, is still being learnt at 800
         train=TrainConfig(steps=1000, batch_size=128, lr=1e-3, weight_decay=0.1, warmup_steps=50,
                           min_lr_ratio=0.05, ema_decay=0.98, log_every=25),
-        data=DatasetConfig(num_examples=21000, val_size=1000, image_size=64, paraphrase=False),
-        hard_fraction=0.5,
+        data=DatasetConfig(num_examples=21000, val_size=1000, image_size=64,
+                           paraphrase=False),  # paraphrases slowed learning
+        hard_fraction=0.5,  # caption-neighbour negatives: they teach shape
+        # half the images degraded as decoded ones are, so that it reads those as it reads real ones
         augment=ClipAugmentConfig(probability=0.5, min_scale=0.35, max_blur=1.5, max_noise=0.06, max_ringing=1.5,
                                   max_blotch=0.06),
     ),
@@ -148,8 +133,6 @@ def prepare_splits(settings: ClipTrainSettings, out: Path) -> tuple[ShardSet, Sh
 
 def train_clip(settings: ClipTrainSettings, out: str | Path, tracker: Tracker | None = None):
     """Train, evaluate and write `out/model` (weights + open_clip config + ClipSpec). Returns (spec, metrics)."""
-    from clip.spec import ClipSpec
-
     out = Path(out)
     acc = make_accelerator(settings.train.mixed_precision)
     train_set, val_set = prepare_splits(settings, out)
@@ -172,7 +155,7 @@ def train_clip(settings: ClipTrainSettings, out: str | Path, tracker: Tracker | 
     if acc.is_main_process:
         save_model_folder(folder, result.ema.float(), {"open_clip_config": settings.model.open_clip_config(),
                                                       "train_settings": settings})
-        spec = ClipSpec.for_local_open_clip(folder / "open_clip_config.json", folder / "model.safetensors")
+        spec = resolve_spec("open_clip", folder / "open_clip_config.json", folder / "model.safetensors")
         spec.save(folder)
         write_json(folder / "metrics.json", metrics)
     acc.wait_for_everyone()
@@ -180,29 +163,13 @@ def train_clip(settings: ClipTrainSettings, out: str | Path, tracker: Tracker | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m clip.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="demo", choices=list(PRESETS), help="size preset (default: demo)")
-    parser.add_argument("--out", default="runs/clip", help="output folder (default: runs/clip)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. train.steps=200 or data.source=folder (repeatable)")
-    parser.add_argument("--track", action="store_true", help="log the run to MLflow (rank 0 only)")
+    parser = training_parser("python -m clip.train", __doc__, PRESETS, "runs/clip")
     args = parser.parse_args(argv)
-    from core.cli import check_output_dir, report, run_cli
 
-    def job():
-        settings = settings_for(args.preset, args.overrides)
-        check_output_dir(args.out)
-        run = nullcontext()  # without --track MLflow is not imported: the stage runs where only torch is set up
-        if args.track:
-            from core.tracking import main_process_run
-
-            run = main_process_run("unclip-clip")
-        with run as tracker:
-            if tracker is not None:
-                tracker.log_params(settings.model_dump(mode="json"))
-            spec, metrics = train_clip(settings, args.out, tracker)
-        report(f"CLIP (fingerprint {spec.fingerprint()})", Path(args.out) / "model", metrics)
-    return run_cli(job)
+    def train(settings: ClipTrainSettings, tracker):
+        spec, metrics = train_clip(settings, args.out, tracker)
+        return f"CLIP (fingerprint {spec.fingerprint()})", Path(args.out) / "model", metrics
+    return run_training(args, "unclip-clip", lambda: settings_for(args.preset, args.overrides), train)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ from torch import Tensor
 from core.seeds import stream_seed
 
 
-def candidate_seeds(seeds: Sequence[int], best_of: int) -> list[int]:
-    """Seeds of the best_of candidates of every sample, sample-major."""
-    return [int(s) if k == 0 else stream_seed(s, f"candidate/{k}") for s in seeds for k in range(best_of)]
+def candidate_seeds(seeds: Sequence[int], count: int) -> list[int]:
+    """Seeds of the `count` candidates of every sample, sample-major."""
+    return [int(s) if k == 0 else stream_seed(s, f"candidate/{k}") for s in seeds for k in range(count)]
 
 
 def pick_best(candidates: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,4 +1,5 @@
-"""Shared behaviour of the command lines: offline hub, logging, one-line errors, checked options.
+"""Shared behaviour of the command lines: offline hub, logging, one-line errors, checked options,
+and the flags and run of every stage's training command (`training_parser`, `run_training`).
 
 Every mistake on a command line ends in one `error: ...` line on stderr and exit status 2, found
 before any work starts where it can be: argparse errors (ArgumentParser), numbers out of range
@@ -13,8 +14,10 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 from core.errors import ConfigError, UnclipError
 
@@ -144,3 +147,42 @@ def report(what: str, folder: object, metrics: dict) -> None:
     for key, value in sorted(metrics.items()):
         if isinstance(value, int | float):
             print(f"  {key}: {value:g}" if key.startswith("data.") else f"  {key}: {value:.4f}")
+
+
+def training_parser(prog: str, doc: str, presets: Iterable[str], out: str | None,
+                    shown_out: str | None = None) -> ArgumentParser:
+    """The flags every stage's training command takes: --preset, --out, --set, --threads, --track;
+    the stage adds its own. `out`: the default folder (None: the stage derives it, shown as `shown_out`)."""
+    parser = ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    parser.add_argument("--preset", default="demo", choices=list(presets), help="size preset (default: demo)")
+    parser.add_argument("--out", default=out, help=f"output folder (default: {shown_out or out})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. train.steps=200 (repeatable; unknown keys are errors)")
+    parser.add_argument("--threads", type=thread_count(), default=None,
+                        help="torch CPU threads (default: torch's choice; 1 is often fastest on a busy shared CPU)")
+    parser.add_argument("--track", action="store_true", help="log the run to MLflow (rank 0 only)")
+    return parser
+
+
+def run_training(args: argparse.Namespace, experiment: str, settings: Callable[[], Any],
+                 train: Callable[[Any, Any], tuple[str, Path, dict]]) -> int:
+    """A training command's run: the threads, the settings and then the output folder checked before
+    any work, an MLflow run under `experiment` with --track, and the report. `train(settings, tracker)`
+    returns (what, model folder, metrics); without --track MLflow is not imported, so a stage runs
+    where only torch is set up."""
+    set_threads(args.threads)
+
+    def job():
+        chosen = settings()
+        check_output_dir(args.out)
+        run = nullcontext()
+        if args.track:
+            from core.tracking import main_process_run
+
+            run = main_process_run(experiment)
+        with run as tracker:
+            if tracker is not None:
+                tracker.log_params({"settings": chosen.model_dump(mode="json")})
+            what, folder, metrics = train(chosen, tracker)
+        report(what, folder, metrics)
+    return run_cli(job)

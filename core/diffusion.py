@@ -84,7 +84,8 @@ class SamplingDefaults(Config):
     sampler: Sampler | None = None
     steps: int | None = Field(None, ge=1)
     guidance: float | None = Field(None, ge=0)
-    best_of: int | None = Field(None, ge=1)
+    best_of: int | None = Field(None, ge=1, description="this model's candidates per sample, the best kept: the "
+                                "pipeline's prior_best_of in a prior's config, its decoder_best_of in a decoder's")
 
 
 def sampling_scheduler(noise: NoiseConfig, sampler: Sampler, steps: int, *, threshold: float | None = None,

@@ -153,8 +153,7 @@ def fit(
 
     torch.manual_seed(cfg.seed)
     ema = EMA(model, cfg.ema_decay)
-    # fused: one kernel over all tensors instead of a loop over them (on CPU 3.5x faster optimizer steps,
-    # about 6% of a demo decoder step)
+    # fused: one kernel over all tensors instead of a loop over them (docs/experiments/pipeline.md)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                                   fused=True)
     step, epoch, offset, losses, window = 0, 0, 0, [], []

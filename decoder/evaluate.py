@@ -1,6 +1,6 @@
 """How well the decoder turns held-out CLIP image embeddings back into the pictures they describe.
 
-With `best_of` > 1 each embedding is decoded that many times and the candidate CLIP reads closest to
+With `decoder_best_of` > 1 each embedding is decoded that many times and the candidate CLIP reads closest to
 it is kept (`decoder.best_of`); the metrics below are of the kept images, and `_single` ones (the
 plain decode, candidate 0) stand beside them. On any dataset:
 
@@ -65,7 +65,7 @@ def evaluate_decoder(decoder: Decoder, val: dict[str, torch.Tensor], real_images
     target = val["image_embeds"][rows].float()
     start = time.perf_counter()
     best = decode_best_of(decoder, encoder.encode_pixels, target, caption_of(val, rows),
-                          list(range(cfg.seed, cfg.seed + n)), cfg.best_of, steps=cfg.steps, sampler=cfg.sampler,
+                          list(range(cfg.seed, cfg.seed + n)), cfg.decoder_best_of, steps=cfg.steps, sampler=cfg.sampler,
                           guidance=cfg.guidance, threshold=cfg.threshold, batch_size=cfg.batch_size)
     decoded = best.images
     # per kept image, every candidate's decode and CLIP check included
@@ -82,7 +82,7 @@ def evaluate_decoder(decoder: Decoder, val: dict[str, torch.Tensor], real_images
     real = embeds.get("_real_lowres", embeds["_real"])
     metrics.update(kid_against(real, embeds[""], seed=cfg.seed))
     images = {"": decoded.cpu(), "_real": to_signed(val["images"][rows])}
-    if cfg.best_of > 1:
+    if cfg.decoder_best_of > 1:
         images["_single"] = best.candidates[:, 0].cpu()
     metrics.update(probe_metrics(embeds, images, captions, encoder))
     metrics.update(inversion_metrics(decoder, val, min(cfg.invert_size, n), cfg.invert_steps))

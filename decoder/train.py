@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from clip.shards import EmbeddingShards, shard_skips
 from clip.spec import check_same_clip
 from core.checkpoint import write_json
-from core.cli import ArgumentParser, set_threads, thread_count
+from core.cli import run_training, training_parser
 from core.diffusion import training_scheduler, training_target
 from core.errors import ConfigError
 from core.init_from import parent_metrics, start_from
 from core.trainer import Tracker, TrainConfig, fit, make_accelerator
 from core.vlb import split_variance, vlb_loss
-from decoder.config import DecoderSettings, settings_for
+from decoder.config import PRESETS, DecoderSettings, settings_for
 from decoder.io import load_decoder, save_decoder
 from decoder.model import CONDITIONS, Decoder
 
@@ -276,25 +276,15 @@ def _make_evaluate(settings: DecoderSettings, spec, val_shards_dir, out_dir: Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m decoder.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="demo", help="size preset: smoke, demo, base, paper (default: demo)")
+    parser = training_parser("python -m decoder.train", __doc__, PRESETS, "runs/decoder")
     parser.add_argument("--shards", required=True, help="training embedding shards (with images)")
     parser.add_argument("--val-shards", default=None, help="held-out shards for the evaluation (optional)")
-    parser.add_argument("--out", default="runs/decoder", help="output folder (default: runs/decoder)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. train.steps=200 or decoder.noise.prediction=epsilon")
-    parser.add_argument("--threads", type=thread_count(), default=None,
-                        help="torch CPU threads (default: torch's choice; 1 is fastest on a contended machine)")
     args = parser.parse_args(argv)
-    set_threads(args.threads)
-    from core.cli import check_output_dir, report, run_cli
 
-    def job():
-        settings = settings_for(args.preset, args.overrides)
-        check_output_dir(args.out)
-        _, metrics = train_decoder(settings, args.shards, args.out, val_shards_dir=args.val_shards)
-        report("decoder", Path(args.out) / "model", metrics)
-    return run_cli(job)
+    def train(settings: DecoderSettings, tracker):
+        _, metrics = train_decoder(settings, args.shards, args.out, tracker, val_shards_dir=args.val_shards)
+        return "decoder", Path(args.out) / "model", metrics
+    return run_training(args, "unclip-decoder", lambda: settings_for(args.preset, args.overrides), train)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """What the inference command lines share: options, checks before any weights load, the Prefect
-tasks that load the pipeline and write the outputs, and the MLflow logging of the outputs.
+tasks that load the pipeline and write the outputs, the MLflow logging of the outputs, and the
+skeleton of their main(): `run_command(parser, argv, run)`, where `run(args)` checks what is its own,
+then calls its flow with `**sampling_params(args), **run_params(args)`.
 
 The work itself is plain Python in the `unclip` package; here it is wrapped as tasks of a flow.
 """
@@ -7,20 +9,22 @@ The work itself is plain Python in the `unclip` package; here it is wrapped as t
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from core.cli import MAX_SEED, check_output_dir, int_in, thread_count
+from core.cli import MAX_SEED, ArgumentParser, check_output_dir, int_in, thread_count
+from flows.runtime import run_flow_cli
 from unclip import sources as model_sources
 from unclip.errors import SettingsError
 from unclip.loading import inspect_cascade
-from unclip.pipeline import UnclipPipeline, make_plan
+from unclip.pipeline import UnclipPipeline
 from unclip.provenance import save_run
 from unclip.settings import DEFAULT_GUIDANCE, GUIDED, SAMPLED, parse_stage_values
+from unclip.stages import make_plan
 
 # Upper bounds of the counts the command lines take: far above any useful run, low enough that a slip
 # of the keyboard ends in a one-line error instead of an hour of sampling or a MemoryError.
@@ -80,6 +84,18 @@ def add_output_options(parser: argparse.ArgumentParser, default_out: str) -> Non
     group.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def command_parser(prog: str, doc: str, out: str, steps_flag: str = "--steps",
+                   sampler: bool = False) -> ArgumentParser:
+    """An inference command's parser, its docstring's examples as the epilog, with the option groups every
+    command shares (sampling, models, output); the command adds its own options."""
+    parser = ArgumentParser(prog=prog, description=doc.split("\n\n")[0], epilog=doc.split("\n\n", 1)[1],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_sampling_options(parser, steps_flag, sampler)
+    add_model_options(parser)
+    add_output_options(parser, out)
+    return parser
+
+
 def versions_of(text: str | None) -> dict[str, str]:
     return parse_stage_values(text, model_sources.STAGES, "version")
 
@@ -123,10 +139,29 @@ def stage_sampler(args: argparse.Namespace) -> str | dict[str, str] | None:
     return text if not text or "=" not in text else parse_stage_values(text, SAMPLED, "sampler")
 
 
-def model_params(args: argparse.Namespace) -> dict[str, Any]:
+def sampling_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The flows' sampling parameters from the options of add_sampling_options (less --sampler)."""
+    return {"seed": args.seed, "steps": stage_steps(args), "guidance": stage_guidance(args),
+            "output_size": args.output_size}
+
+
+def run_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The flows' parameters for where the models come from and where the outputs go."""
     return {"models": args.models, "ref": args.ref, "versions": versions_of(args.version),
             "device": args.device, "precision": args.precision, "compile": args.compile,
-            "threads": args.threads, "progress": not args.quiet}
+            "threads": args.threads, "progress": not args.quiet,
+            "out": args.out, "experiment": None if args.no_mlflow else args.experiment}
+
+
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
+                run: Callable[[argparse.Namespace], tuple[list[str], str | None]]) -> int:
+    """An inference command's main(): the options parsed, then `run(args)` (its checks, then its flow,
+    returning the paths and the MLflow run) with one-line errors, and the outputs printed."""
+    args = parser.parse_args(argv)
+
+    def job():
+        print_outputs(*run(args))
+    return run_flow_cli(job)
 
 
 @task(cache_policy=NO_CACHE)
@@ -167,6 +202,16 @@ def log_outputs_to_mlflow(paths: Sequence[str], params: Mapping[str, Any], exper
         for path in paths:
             tracker.log_artifact(path, "images")
         return tracker.run_id
+
+
+def publish(images: Sequence[Any], out: str, stem: str, params: Mapping[str, Any], experiment: str | None,
+            drop: Sequence[str] = (), columns: int | None = None,
+            labels: Sequence[str] | None = None) -> tuple[list[str], str | None]:
+    """Write the images and their grid, and log them with `params` and the provenance the images share
+    (less `drop`, the fields that differ between them); returns (paths, MLflow run id)."""
+    paths = save_outputs(images, out, stem, columns=columns, labels=labels)
+    shared = {k: v for k, v in images[0].info["unclip"].items() if k not in ("task", "source", *drop)}
+    return paths, log_outputs(paths, {**params, **shared}, experiment, stem)
 
 
 @task(cache_policy=NO_CACHE)

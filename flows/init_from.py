@@ -22,7 +22,6 @@ from core.errors import ConfigError
 
 STAGE_MODELS = {"prior": "unclip-prior", "decoder": "unclip-decoder", "upsampler1": "unclip-upsampler-1",
                 "upsampler2": "unclip-upsampler-2"}
-CONFIG_FILES = {"prior": "prior_config.json", "decoder": "decoder_config.json"}
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 
 
@@ -128,14 +127,15 @@ def _parent(stage: str, folder: Path, value: str, **registered) -> Parent:
 
 def _stage_of(folder: Path) -> str | None:
     """Which stage's model a folder holds, by its config file."""
-    for stage, name in CONFIG_FILES.items():
-        if (folder / name).is_file():
-            return stage
-    if (folder / "upsampler_config.json").is_file():
-        from upsamplers.io import read_config
+    from core.model_folder import read_model_config
+    from decoder.io import DECODER
+    from prior.io import PRIOR
+    from upsamplers.io import UPSAMPLER
 
-        return f"upsampler{read_config(folder).stage}"
-    return None
+    for kind in (PRIOR, DECODER):
+        if kind.holds(folder):
+            return kind.name
+    return f"upsampler{read_model_config(folder, UPSAMPLER).stage}" if UPSAMPLER.holds(folder) else None
 
 
 def _no_stage(stage: str) -> str:

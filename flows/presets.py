@@ -29,12 +29,9 @@ RECIPES: dict[str, dict[str, list[str]]] = {
         "demo": ["upsampler2.max_train_images=1000"],
     },
 }
-# Measured on the 2 shared cores, demo: decoder, prior and upsamplers one after another with 2 threads
-# 16.0 min, side by side with 1 thread each 18.0 min: the decoder is most of that work and ran 1.8x
-# slower on one thread beside the upsamplers, so demo keeps 1 lane. smoke takes 2, so that CI runs the
-# side-by-side path through Prefect and MLflow. The upsamplers beside the CLIP balance better: CLIP and
-# both upsamplers took 11.1 min (upsamplers 5.1 + 3.8 min on one thread, then the CLIP on both) against
-# 13.4 min in turn, and the whole demo 27.4 min against 29.6.
+# On 2 cores the stages after the CLIP train fastest one after another (the decoder is most of the work),
+# so demo keeps 1 lane and trains only the upsamplers beside the CLIP (docs/experiments/pipeline.md);
+# smoke takes 2, so that CI runs the side-by-side path through Prefect and MLflow.
 LANES = {"smoke": 2}
 
 

@@ -297,11 +297,10 @@ def _decoder_size(parent: Parent | None) -> int | None:
     """The image side the shards need for a fine-tuned decoder: its own, not the preset's."""
     if parent is None:
         return None
-    from core.checkpoint import read_json
-    from decoder.config import DecoderConfig
-    from decoder.io import CONFIG_FILE
+    from core.model_folder import read_model_config
+    from decoder.io import DECODER
 
-    return DecoderConfig.parse(read_json(Path(parent.folder) / CONFIG_FILE)).image_size
+    return read_model_config(parent.folder, DECODER).image_size
 
 
 def _dataset_fingerprint(settings: CascadeSettings, split: str = "train") -> str:

@@ -81,7 +81,7 @@ class PriorEvalConfig(Config):
     sampler: Literal["ddim", "dpmpp"] = "ddim"
     steps: int = Field(64, gt=0)
     guidance: float = Field(1.0, ge=0)
-    best_of: int = Field(2, gt=0)
+    prior_best_of: int = Field(2, gt=0, description="candidates per caption; the one closest to its text embedding is kept")
     zeroshot: bool = Field(True, description="the dataset probe's zero-shot figures, where the dataset has one")
     seed: int = 0
 
@@ -89,7 +89,7 @@ class PriorEvalConfig(Config):
 # Widths scale the design down, not the design: same token layout, objective and schedule.
 PRIOR_PRESETS: dict[str, PriorConfig] = {
     "smoke": PriorConfig(heads=2, head_dim=16, layers=1),
-    # For the demo CLIP (embed 128, caption tokens [24, 128]); trains on 2 CPU cores in minutes.
+    # For the demo CLIP (embed 128, caption tokens 16 × 128); trains on 2 CPU cores in minutes.
     "demo": PriorConfig(heads=4, head_dim=32, layers=4),
     "base": PriorConfig(heads=12, head_dim=64, layers=12),
     # DALL-E 2: width 2048, 24 blocks (~1B parameters with a ViT-H CLIP); Karlo: 32 x 64, 20 blocks.

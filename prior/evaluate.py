@@ -144,7 +144,7 @@ def evaluate_prior(prior: DiffusionPrior, held: HeldOut, cfg: PriorEvalConfig,
                    embed_text: EmbedText | None = None) -> dict[str, float]:
     """All figures for one prior on held-out pairs; zero-shot only with `embed_text` and shapes captions."""
     pred = sample_prior(prior, held, range(cfg.seed, cfg.seed + len(held.captions)), steps=cfg.steps,
-                        sampler=cfg.sampler, guidance=cfg.guidance, best_of=cfg.best_of).cpu()
+                        sampler=cfg.sampler, guidance=cfg.guidance, best_of=cfg.prior_best_of).cpu()
     metrics = embedding_metrics(pred, held.image_embeds, held.text_embeds, cfg.seed)
     metrics["retrieval_top1_ceiling"] = retrieval_ceiling(held.captions)
     metrics["val_loss"] = validation_loss(prior, held, cfg.seed)

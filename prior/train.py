@@ -15,7 +15,7 @@ from pydantic import Field
 
 from clip.shards import EmbeddingShards, shard_skips
 from clip.spec import check_same_clip
-from core.cli import ArgumentParser
+from core.cli import run_training, training_parser
 from core.config import Config, apply_overrides, pick_preset
 from core.diffusion import NoiseConfig, training_scheduler, training_target
 from core.errors import ConfigError, UnclipError
@@ -176,22 +176,15 @@ def train_prior(settings: PriorTrainSettings, shards_dir: str | Path, out_dir: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m prior.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="demo", choices=list(PRESETS), help="size preset (default: demo)")
+    parser = training_parser("python -m prior.train", __doc__, PRESETS, "runs/prior")
     parser.add_argument("--shards", required=True, help="training embedding shards (python -m clip.embed)")
     parser.add_argument("--val-shards", help="held-out embedding shards to evaluate on")
-    parser.add_argument("--out", default="runs/prior", help="output folder (default: runs/prior)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. train.steps=500 or prior.layers=6 (repeatable)")
     args = parser.parse_args(argv)
-    from core.cli import check_output_dir, report, run_cli
 
-    def job():
-        settings = settings_for(args.preset, args.overrides)
-        check_output_dir(args.out)
-        folder, metrics = train_prior(settings, args.shards, args.out, val_shards_dir=args.val_shards)
-        report("prior", folder, metrics)
-    return run_cli(job)
+    def train(settings: PriorTrainSettings, tracker):
+        folder, metrics = train_prior(settings, args.shards, args.out, tracker, val_shards_dir=args.val_shards)
+        return "prior", folder, metrics
+    return run_training(args, "unclip-prior", lambda: settings_for(args.preset, args.overrides), train)
 
 
 if __name__ == "__main__":

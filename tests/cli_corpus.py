@@ -146,7 +146,7 @@ def cases(fx: dict[str, Path], cuda: bool = False) -> list[Case]:
         ("flows.generate", [*gen, "--seed", "-1"], "seed"),
         ("flows.generate", [*gen, "--seed", str(2**70)], "seed"),
         ("flows.generate", [*gen, "--batch-size", BIG], "batch-size"),
-        ("flows.generate", [*gen, "--best-of", BIG], "best-of"),
+        ("flows.generate", [*gen, "--prior-best-of", BIG], "prior-best-of"),
         ("flows.generate", [*gen, "--decoder-best-of", BIG], "decoder-best-of"),
         ("flows.generate", [*gen, "--threads", "100000"], "threads"),
         ("flows.generate", [*gen, "--steps", "prior=abc"], "whole number"),
@@ -169,7 +169,7 @@ def cases(fx: dict[str, Path], cuda: bool = False) -> list[Case]:
         ("flows.text_diff", ["--image", pic, "--from", "a", "--to", "b", "--direction", "prior", "--draws", BIG,
                              *img], "draws"),
         ("flows.text_diff", ["--image", pic, "--from", "a", "--to", "b", "--thetas", "nan", *img], "thetas"),
-        ("flows.text_diff", ["--image", pic, "--from", "a", "--to", "b", "--best-of", BIG, *img], "best-of"),
+        ("flows.text_diff", ["--image", pic, "--from", "a", "--to", "b", "--decoder-best-of", BIG, *img], "decoder-best-of"),
         ("flows.text_diff", ["--image", pic, "--from", "a", "--to", "\udcff", *img], "UTF-8"),
         # flows.demo
         ("flows.demo", ["--preset", "smoke", "--workdir", str(root / "runs"), "--prompts", "1"], "prompts"),

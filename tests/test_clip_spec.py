@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 from tiny_clips import make_open_clip, shared_hf_clip, shared_open_clip
 
+from clip.encoder import resolve_spec
 from clip.spec import SPEC_FILE, ClipSpec, check_same_clip
 from core.errors import CheckpointError, ClipMismatchError, ConfigError
 
@@ -100,11 +101,11 @@ def test_resolved_fingerprint_survives_moving_the_folder(kind, open_clip_spec, h
     original = open_clip_spec if kind == "open_clip" else hf_spec
     if kind == "open_clip":
         moved_dir = shutil.copytree(Path(original.model).parent, tmp_path / "moved")
-        moved = ClipSpec.resolve(
+        moved = resolve_spec(
             kind, moved_dir / "tiny-open-clip.json", moved_dir / "tiny-open-clip.safetensors"
         )
     else:
-        moved = ClipSpec.resolve(kind, shutil.copytree(original.model, tmp_path / "moved"))
+        moved = resolve_spec(kind, shutil.copytree(original.model, tmp_path / "moved"))
     assert moved.model != original.model
     assert moved.fingerprint() == original.fingerprint()
     assert moved.identity() == original.identity()

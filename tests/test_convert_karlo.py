@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from core.diffusion import generators, initial_noise
 from core.seeds import stream_seed
 from unclip.convert.__main__ import main as convert
-from unclip.pipeline import stage_seeds
+from unclip.stages import stage_seeds
 
 PROMPT = "a small red circle in the top left on a white background"
 SEEDS = [0, 1]
@@ -66,12 +66,12 @@ def test_the_clip_folder_copies_as_the_same_clip(models, tmp_path):
 def test_the_stored_defaults_are_the_pipelines(pipelines):
     ours, _ = pipelines
     plan = ours.plan()
-    assert plan["steps"] == {"prior": 25, "decoder": 25, "upsampler1": 7}
-    assert plan["guidance"] == {"prior": 4.0, "decoder": 8.0}
-    assert set(plan["sampler"].values()) == {"unclip"}
+    assert plan.steps == {"prior": 25, "decoder": 25, "upsampler1": 7}
+    assert plan.guidance == {"prior": 4.0, "decoder": 8.0}
+    assert set(plan.sampler.values()) == {"unclip"}
     given = ours.plan(steps={"decoder": 10}, guidance={"decoder": 3}, sampler="ddim")
-    assert given["steps"]["decoder"] == 10 and given["guidance"]["decoder"] == 3.0
-    assert set(given["sampler"].values()) == {"ddim"}
+    assert given.steps["decoder"] == 10 and given.guidance["decoder"] == 3.0
+    assert set(given.sampler.values()) == {"ddim"}
 
 
 def run_diffusers(theirs, text, latents):

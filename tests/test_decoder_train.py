@@ -37,7 +37,7 @@ def clip_spec(tmp_path_factory):
 
 
 SMOKE = ["train.steps=3", "train.batch_size=8", "eval.size=4", "eval.invert_size=2", "eval.steps=3", "eval.invert_steps=4",
-         "eval.best_of=2"]
+         "eval.decoder_best_of=2"]
 
 
 @pytest.fixture(scope="module")

@@ -123,13 +123,13 @@ def test_interpolate_cli(models, picture, tmp_path, capsys):
 def test_text_diff_cli(models, picture, tmp_path, capsys):
     code, out, err = run(text_diff.main, ["--image", picture, "--from", "a red square", "--to", "a blue square",
                                           "--thetas", "0,0.25,0.5", "--steps", "decoder=2", "--output-size", 16,
-                                          "--best-of", 2, "--models", models, "--out", tmp_path, "--no-mlflow",
+                                          "--decoder-best-of", 2, "--models", models, "--out", tmp_path, "--no-mlflow",
                                           "--quiet"], capsys)
     assert code == 0, err
     images, grid = output_paths(out)
     meta = read_png_metadata(images[2])
     assert meta["theta"] == 0.5 and meta["from_caption"] == "a red square" and meta["to_caption"] == "a blue square"
-    assert meta["best_of"] == 2 and meta["candidate"] in (0, 1) and read_png_metadata(images[0])["candidate"] == 0
+    assert meta["decoder_best_of"] == 2 and meta["candidate"] in (0, 1) and read_png_metadata(images[0])["candidate"] == 0
     assert read_png_metadata(grid)["images"] == [f"text_diff-00{i}.png" for i in range(3)]
     code, out, err = run(text_diff.main, ["--image", picture, "--from", "a red square", "--to", "a blue square",
                                           "--direction", "prior", "--draws", 2, "--thetas", "0,1.5", "--caption", "none",
@@ -183,8 +183,8 @@ def test_user_errors_are_one_line(models, picture, tmp_path, capsys):
         (text_diff.main, ["--image", picture, "--from", "a", "--to", "b", "--thetas", "1.5", *base], r"\[0, 1\]"),
         (text_diff.main, ["--image", picture, "--from", "a", "--to", "b", "--direction", "prior", "--draws", 0, *base],
          "--draws: must be between 1"),
-        (text_diff.main, ["--image", picture, "--from", "a", "--to", "b", "--best-of", 0, *base],
-         "--best-of: must be between 1"),
+        (text_diff.main, ["--image", picture, "--from", "a", "--to", "b", "--decoder-best-of", 0, *base],
+         "--decoder-best-of/--best-of: must be between 1"),
         (text_diff.main, ["--image", picture, "--from", "a", "--to", "b", "--best-of-eta", 0, *base],
          r"--best-of-eta must lie in \(0, 1\]"),
         (text_diff.main, ["--image", picture, "--from", "a", "--to", "b", "--guidance", "decoder=2", *base],

@@ -18,10 +18,10 @@ from core.diffusion import initial_noise
 from core.errors import CheckpointError, ClipMismatchError
 from decoder.sample import decode
 from unclip import ImageFileError, ModelNotFoundError, PromptError, SettingsError, UnclipPipeline
-from unclip.pipeline import check_prompts, select_rows, stage_seeds
 from unclip.provenance import read_png_metadata, save_run
 from unclip.settings import DEFAULT_DECODER_BEST_OF, parse_stage_values
 from unclip.sources import from_models_dir
+from unclip.stages import check_prompts, select_rows, stage_seeds
 from unclip.testing import build_tiny_models, save_tiny_prior, shared_tiny_models
 
 FAST = {"prior": 2, "decoder": 2, "upsampler1": 1, "upsampler2": 1}
@@ -56,7 +56,7 @@ def test_generate_sizes_and_provenance(pipe):
     assert len(images) == 4 and all(im.size == (64, 64) for im in images)
     record = images[3].info["unclip"]
     assert record["prompt"] == "a blue square" and record["seed"] == 8
-    assert record["best_of"] == 2 and record["decoder_best_of"] == DEFAULT_DECODER_BEST_OF
+    assert record["prior_best_of"] == 2 and record["decoder_best_of"] == DEFAULT_DECODER_BEST_OF
     assert record["steps"] == FAST and record["guidance"] == {"prior": 1.0, "decoder": 1.0}
     assert record["clip_fingerprint"] == pipe.info.spec.fingerprint()
     assert set(record["models"]) == {"clip", "prior", "decoder", "upsampler1", "upsampler2"}
@@ -92,16 +92,16 @@ def test_decoder_best_of_keeps_one_of_its_seeded_candidates(pipe):
     plan = pipe.plan(FAST, None, "ddim", 16)
     text = pipe.encode_text(["a red circle", "a blue square"])
     z = pipe.sample_prior(text, [3, 4], plan)
-    best = pipe.decode(z, text, [3, 4], plan, best_of=3)
+    best = pipe.decode(z, text, [3, 4], plan, decoder_best_of=3)
     decoder_seeds = [candidate_seeds(stage_seeds([s], "decoder"), 3) for s in (3, 4)]
     candidates = torch.stack([decode(pipe.cascade.decoder, z, text, [c[k] for c in decoder_seeds], steps=2,
-                                     guidance=plan["guidance"]["decoder"])
+                                     guidance=plan.guidance["decoder"])
                               for k in range(3)], 1)
     assert (candidates[:, 0] - candidates[:, 1]).abs().max() > 1e-3
     for b in range(2):
         assert min(float((best[b] - candidates[b, k]).abs().max()) for k in range(3)) < 1e-4
     image = pipe.generate("a red circle", steps=FAST, output_size=16, decoder_best_of=2)[0]
-    assert image.info["unclip"]["decoder_best_of"] == 2 and image.info["unclip"]["best_of"] == 2
+    assert image.info["unclip"]["decoder_best_of"] == 2 and image.info["unclip"]["prior_best_of"] == 2
     with pytest.raises(SettingsError, match="at least 1"):
         pipe.generate("a red circle", steps=FAST, decoder_best_of=0)
 
@@ -329,9 +329,9 @@ def test_text_diff_best_of_keeps_the_frame_clip_reads_closest_to_z_theta(pipe):
 
     image = Image.fromarray((torch.rand(16, 16, 3) * 255).byte().numpy())
     kw = {"thetas": [0.0, 0.3, 0.5], "caption": "none", "seed": 7, "steps": {"decoder": 3}, "output_size": 16}
-    single = pipe.text_diff(image, "a red circle", "a blue circle", best_of=1, **kw)
-    best = pipe.text_diff(image, "a red circle", "a blue circle", best_of=3, **kw)
-    assert "candidate" not in single[1].info["unclip"] and single[1].info["unclip"]["best_of"] == 1
+    single = pipe.text_diff(image, "a red circle", "a blue circle", decoder_best_of=1, **kw)
+    best = pipe.text_diff(image, "a red circle", "a blue circle", decoder_best_of=3, **kw)
+    assert "candidate" not in single[1].info["unclip"] and single[1].info["unclip"]["decoder_best_of"] == 1
     assert best[0].info["unclip"]["candidate"] == 0 and torch.equal(tensors(best[:1]), tensors(single[:1]))
     # rebuild every candidate of the edited frames: the η = 0 frame and η = 0.5 decodes of the same x_T
     plan = _plan(pipe, kw["steps"], None, 16)
@@ -349,6 +349,6 @@ def test_text_diff_best_of_keeps_the_frame_clip_reads_closest_to_z_theta(pipe):
         assert torch.equal(tensors([frame]), tensors(tensor_to_images(candidates[kept:kept + 1])))
         if kept == 0:
             assert torch.equal(tensors([frame]), tensors(single[kw["thetas"].index(theta):][:1]))
-    for bad, pattern in (({"best_of": 0}, "best_of must be at least 1"), ({"best_of_eta": 0.0}, r"best_of_eta")):
+    for bad, pattern in (({"decoder_best_of": 0}, "decoder_best_of must be at least 1"), ({"best_of_eta": 0.0}, r"best_of_eta")):
         with pytest.raises(SettingsError, match=pattern):
             pipe.text_diff(image, "a red circle", "a blue circle", **bad)

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from clip.encoder import load_encoder
+from clip.encoder import load_encoder, resolve_spec
 from clip.shards import write_shards
 from clip.spec import ClipSpec
 from data.shapes import canonical_caption, render, sample_attributes
@@ -63,7 +63,7 @@ def make_open_clip(
     model = model_class(**model_config)
     weights_path = directory / f"{name}.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights_path)
-    return ClipSpec.resolve("open_clip", config_path, weights_path)
+    return resolve_spec("open_clip", config_path, weights_path)
 
 
 def make_hf_clip(directory: str | Path, seed: int = 0, embed_dim: int = EMBED_DIM,
@@ -87,7 +87,7 @@ def make_hf_clip(directory: str | Path, seed: int = 0, embed_dim: int = EMBED_DI
     clip_tokenizer().save_pretrained(directory)
     square = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
     CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size=square).save_pretrained(directory)
-    return ClipSpec.resolve("hf", directory)
+    return resolve_spec("hf", directory)
 
 
 def clip_tokenizer():

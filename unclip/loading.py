@@ -14,9 +14,9 @@ import torch
 
 from clip import ClipEncoder, ClipSpec, check_same_clip, load_encoder
 from clip.spec import SPEC_FILE
-from core.checkpoint import read_json
 from core.config import Config
-from core.errors import CheckpointError, ConfigError
+from core.errors import CheckpointError
+from core.model_folder import ModelKind, read_model_config
 from unclip.errors import ModelNotFoundError, SettingsError
 from unclip.sources import TRAIN_HINT, Sources
 
@@ -62,13 +62,8 @@ def inspect_cascade(sources: Sources) -> CascadeInfo:
     for stage in ("prior", "decoder"):
         folder = sources[stage].folder
         check_same_clip(_read_spec(folder, stage), spec, f"the {stage} in {folder}")
-    from decoder.config import DecoderConfig
-    from decoder.io import CONFIG_FILE as DECODER_CONFIG
-    from prior.config import PriorConfig
-    from prior.io import CONFIG_FILE as PRIOR_CONFIG
-
-    prior_cfg = _read_config(sources["prior"].folder, PRIOR_CONFIG, PriorConfig, "prior")
-    decoder_cfg = _read_config(sources["decoder"].folder, DECODER_CONFIG, DecoderConfig, "decoder")
+    configs = stage_configs(sources)
+    prior_cfg, decoder_cfg = configs["prior"], configs["decoder"]
     sizes = {"decoder": decoder_cfg.image_size}
     train_steps = {"prior": prior_cfg.noise.train_steps, "decoder": decoder_cfg.noise.train_steps}
     defaults = {kind: {} for kind in ("steps", "sampler", "guidance", "best_of")}
@@ -81,9 +76,7 @@ def inspect_cascade(sources: Sources) -> CascadeInfo:
     for stage in ("upsampler1", "upsampler2"):
         if stage not in sources:
             continue
-        from upsamplers.io import read_config
-
-        cfg = read_config(sources[stage].folder)
+        cfg = configs[stage]
         if cfg.low_res != sizes[previous]:
             raise CheckpointError(f"the {stage} in {sources[stage].folder} takes {cfg.low_res}px images but the "
                                   f"{previous} makes {sizes[previous]}px ones: these models are not one cascade")
@@ -94,6 +87,21 @@ def inspect_cascade(sources: Sources) -> CascadeInfo:
         previous = stage
     return CascadeInfo(spec, sizes, train_steps, default_steps, default_sampler, defaults["guidance"],
                        defaults["best_of"])
+
+
+def stage_configs(sources: Sources) -> dict[str, Config]:
+    """The config of every stage in `sources` but the CLIP, from its folder; a prior or decoder folder
+    without its config is not a model folder (ModelNotFoundError)."""
+    from decoder.io import DECODER
+    from prior.io import PRIOR
+    from upsamplers.io import UPSAMPLER
+
+    configs = {"prior": _read_config(sources["prior"].folder, PRIOR),
+               "decoder": _read_config(sources["decoder"].folder, DECODER)}
+    for stage in ("upsampler1", "upsampler2"):
+        if stage in sources:
+            configs[stage] = read_model_config(sources[stage].folder, UPSAMPLER)
+    return configs
 
 
 def load_cascade(sources: Sources, device: str | torch.device = "cpu", compile: bool = False) -> Cascade:
@@ -128,11 +136,8 @@ def _read_spec(folder: Path, what: str) -> ClipSpec:
     return ClipSpec.load(folder)
 
 
-def _read_config(folder: Path, name: str, kind: type[Config], what: str) -> Config:
-    if not (folder / name).is_file():
-        raise ModelNotFoundError(f"{folder} has no {name}: not a {what} model folder; {TRAIN_HINT}")
-    try:
-        return kind.parse(read_json(folder / name))
-    except ConfigError as err:
-        raise CheckpointError(f"{folder / name}: {err}") from None
+def _read_config(folder: Path, kind: ModelKind) -> Config:
+    if not kind.holds(folder):
+        raise ModelNotFoundError(f"{folder} has no {kind.config_file}: not a {kind.name} model folder; {TRAIN_HINT}")
+    return read_model_config(folder, kind)
 

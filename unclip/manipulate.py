@@ -19,10 +19,10 @@ from torch import Tensor
 from core.candidates import candidate_seeds
 from unclip.errors import SettingsError
 from unclip.images import ImageInput, images_to_tensor, load_image, tensor_to_images
-from unclip.pipeline import UnclipPipeline, check_prompts, select_rows
 from unclip.provenance import attach
 from unclip.settings import DEFAULT_EDIT_BEST_OF, EDIT_BEST_OF_ETA, MANIPULATION_GUIDANCE
 from unclip.slerp import slerp
+from unclip.stages import CascadeStages, SamplingPlan, check_prompts, select_rows
 
 NOISE_MODES = ("fixed", "slerp")
 DIRECTIONS = ("text", "prior")
@@ -33,13 +33,13 @@ CAPTION_MODES = ("blend", "none")
 CAPTION_FULL = {"text": 0.5, "prior": 1.0}
 
 
-def _plan(pipe: UnclipPipeline, steps, guidance, output_size) -> dict:
+def _plan(pipe: CascadeStages, steps, guidance, output_size) -> SamplingPlan:
     # DDIM for the inversion's round trip; the upsamplers keep their own samplers
     return pipe.plan(steps, guidance, {"prior": "ddim", "decoder": "ddim"}, output_size,
                      guidance_defaults=MANIPULATION_GUIDANCE)
 
 
-def _embed_and_invert(pipe: UnclipPipeline, images: list[Image.Image], plan: dict,
+def _embed_and_invert(pipe: CascadeStages, images: list[Image.Image], plan: SamplingPlan,
                       text=None) -> tuple[Tensor, Tensor]:
     with pipe.timed("clip"):
         z = pipe.encoder.encode_image(images)
@@ -49,7 +49,7 @@ def _embed_and_invert(pipe: UnclipPipeline, images: list[Image.Image], plan: dic
     return z, x_t
 
 
-def _finish(pipe: UnclipPipeline, x: Tensor, seed: int, plan: dict, records: list[dict]) -> list[Image.Image]:
+def _finish(pipe: CascadeStages, x: Tensor, seed: int, plan: SamplingPlan, records: list[dict]) -> list[Image.Image]:
     x = pipe.upsample(x, [seed] * len(x), plan)
     shared = pipe.record(plan)
     return [attach(image, {**rec, **shared}) for image, rec in zip(tensor_to_images(x), records)]
@@ -60,7 +60,7 @@ def _source_name(image: ImageInput) -> str:
 
 
 @torch.inference_mode()
-def variations(pipe: UnclipPipeline, image: ImageInput, n: int = 4, eta: float = 0.5, *, seed: int = 0,
+def variations(pipe: CascadeStages, image: ImageInput, n: int = 4, eta: float = 0.5, *, seed: int = 0,
                steps: dict[str, Any] | None = None, guidance: dict[str, Any] | None = None,
                output_size: int | None = None) -> list[Image.Image]:
     """n decodings of the image's (z_i, x_T) with DDIM η; variation k draws its noise from seed + k."""
@@ -83,7 +83,7 @@ def variations(pipe: UnclipPipeline, image: ImageInput, n: int = 4, eta: float =
 
 
 @torch.inference_mode()
-def interpolate(pipe: UnclipPipeline, image_a: ImageInput, image_b: ImageInput, steps: int = 5,
+def interpolate(pipe: CascadeStages, image_a: ImageInput, image_b: ImageInput, steps: int = 5,
                 noise: str = "slerp", *, seed: int = 0, sample_steps: dict[str, Any] | None = None,
                 guidance: dict[str, Any] | None = None, output_size: int | None = None) -> list[Image.Image]:
     """`steps` frames from a (θ = 0) to b (θ = 1): z_θ = slerp(z_a, z_b, θ); x_T one fixed draw of
@@ -112,16 +112,16 @@ def interpolate(pipe: UnclipPipeline, image_a: ImageInput, image_b: ImageInput, 
     return _finish(pipe, x, seed, plan, records)
 
 
-def check_caption(caption: str, plan: dict) -> None:
+def check_caption(caption: str, plan: SamplingPlan) -> None:
     """Refuse an unknown caption mode, and blending with a guided decoder (the blend is unguided)."""
     if caption not in CAPTION_MODES:
         raise SettingsError(f"caption must be one of {', '.join(CAPTION_MODES)}, got {caption!r}")
-    if caption == "blend" and plan["guidance"]["decoder"] != 1.0:
+    if caption == "blend" and plan.guidance["decoder"] != 1.0:
         raise SettingsError("caption blending decodes unguided (decoder guidance 1); use caption 'none' for "
-                            f"decoder guidance {plan['guidance']['decoder']:g}")
+                            f"decoder guidance {plan.guidance['decoder']:g}")
 
 
-def _prior_shift(pipe: UnclipPipeline, text, plan: dict, draws: int) -> Tensor:
+def _prior_shift(pipe: CascadeStages, text, plan: SamplingPlan, draws: int) -> Tensor:
     """mean prior(to) − mean prior(from) over `draws` shared seeds: the caption edit, in image-embedding space."""
     seeds = list(range(draws))
     both = select_rows(text, [0] * draws + [1] * draws)
@@ -130,9 +130,9 @@ def _prior_shift(pipe: UnclipPipeline, text, plan: dict, draws: int) -> Tensor:
 
 
 @torch.inference_mode()
-def text_diff(pipe: UnclipPipeline, image: ImageInput, from_caption: str, to_caption: str,
+def text_diff(pipe: CascadeStages, image: ImageInput, from_caption: str, to_caption: str,
               thetas: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), *, direction: str = "text",
-              caption: str = "blend", draws: int = 8, best_of: int = DEFAULT_EDIT_BEST_OF,
+              caption: str = "blend", draws: int = 8, decoder_best_of: int = DEFAULT_EDIT_BEST_OF,
               best_of_eta: float = EDIT_BEST_OF_ETA, seed: int = 0, steps: dict[str, Any] | None = None,
               guidance: dict[str, Any] | None = None, output_size: int | None = None) -> list[Image.Image]:
     """Edit an image towards a caption, decoding every frame from the image's x_T.
@@ -147,7 +147,7 @@ def text_diff(pipe: UnclipPipeline, image: ImageInput, from_caption: str, to_cap
     with the prediction moved from the `from_caption` one to the `to_caption` one by
     w = min(1, θ / CAPTION_FULL[direction]), so θ = 0 still gives the image back.
 
-    best_of > 1: every frame with θ > 0 also decodes best_of − 1 candidates from the same x_T with
+    decoder_best_of > 1: every frame with θ > 0 also decodes decoder_best_of − 1 candidates from the same x_T with
     DDIM η = best_of_eta (each from its own seed stream), and the one whose CLIP embedding comes
     closest to z_θ is kept (`_best_frames`); θ = 0 stays the plain reconstruction."""
     if direction not in DIRECTIONS:
@@ -155,8 +155,8 @@ def text_diff(pipe: UnclipPipeline, image: ImageInput, from_caption: str, to_cap
 
     if draws < 1:
         raise SettingsError(f"draws must be at least 1, got {draws}")
-    if best_of < 1:
-        raise SettingsError(f"best_of must be at least 1, got {best_of}")
+    if decoder_best_of < 1:
+        raise SettingsError(f"decoder_best_of must be at least 1, got {decoder_best_of}")
     if not 0 < best_of_eta <= 1:
         raise SettingsError(f"best_of_eta must lie in (0, 1] (0 would repeat the plain frame), got {best_of_eta}")
     (from_caption,) = check_prompts([from_caption], "from caption")
@@ -191,25 +191,27 @@ def text_diff(pipe: UnclipPipeline, image: ImageInput, from_caption: str, to_cap
         x = pipe.decode(z_frames, frames_text, [seed] * n, plan, x_t=x_t.expand(n, -1, -1, -1).clone(), blend=blend)
         edited = [k for k, t in enumerate(thetas) if t > 0]
         kept = [0] * n
-        if best_of > 1 and edited:
-            x, kept = _best_frames(pipe, x, z_frames, x_t, edited, frames_text, blend, seed, plan, best_of, best_of_eta)
+        if decoder_best_of > 1 and edited:
+            x, kept = _best_frames(pipe, x, z_frames, x_t, edited, frames_text, blend, seed, plan, decoder_best_of,
+                                   best_of_eta)
     records = [{"task": "text_diff", "source": _source_name(image), "from_caption": from_caption,
                 "to_caption": to_caption, "direction": direction, "caption": caption, "seed": seed, "theta": t,
-                "best_of": best_of, **({"best_of_eta": best_of_eta, "candidate": kept[k]} if best_of > 1 else {})}
+                "decoder_best_of": decoder_best_of,
+                **({"best_of_eta": best_of_eta, "candidate": kept[k]} if decoder_best_of > 1 else {})}
                for k, t in enumerate(thetas)]
     return _finish(pipe, x, seed, plan, records)
 
 
-def _best_frames(pipe: UnclipPipeline, x: Tensor, z_frames: Tensor, x_t: Tensor, edited: list[int], text, blend,
-                 seed: int, plan: dict, best_of: int, eta: float) -> tuple[Tensor, list[int]]:
-    """The plain (η = 0) frames `x`, with each edited frame replaced by the best of it and best_of − 1
+def _best_frames(pipe: CascadeStages, x: Tensor, z_frames: Tensor, x_t: Tensor, edited: list[int], text, blend,
+                 seed: int, plan: SamplingPlan, decoder_best_of: int, eta: float) -> tuple[Tensor, list[int]]:
+    """The plain (η = 0) frames `x`, with each edited frame replaced by the best of it and decoder_best_of − 1
     η > 0 decodes of the same (z_θ, x_T): the one CLIP reads closest to z_θ (decoder.best_of.rank).
     Returns the frames and each frame's kept candidate (0 = the plain frame)."""
     from decoder.best_of import rank
 
-    extra = best_of - 1
+    extra = decoder_best_of - 1
     rows = [k for k in edited for _ in range(extra)]
-    seeds = candidate_seeds([seed], best_of)[1:] * len(edited)
+    seeds = candidate_seeds([seed], decoder_best_of)[1:] * len(edited)
     rows_text = select_rows(text, rows) if text is not None else None
     rows_blend = (select_rows(blend[0], rows), blend[1][rows]) if blend is not None else None
     more = pipe.decode(z_frames[rows], rows_text, seeds, plan, x_t=x_t.expand(len(rows), -1, -1, -1).clone(),

@@ -87,7 +87,7 @@ class PipelineModel(mlflow.pyfunc.PythonModel):
     `image_png_base64`: one PNG per row."""
 
     def load_context(self, context) -> None:
-        from unclip import UnclipPipeline
+        from unclip.pipeline import UnclipPipeline
 
         art = context.artifacts
         self.pipe = UnclipPipeline.from_folders(art["clip"], art["prior"], art["decoder"], art.get("upsampler1"),
@@ -106,8 +106,8 @@ class PipelineModel(mlflow.pyfunc.PythonModel):
 
     def check_row(self, index: int, row) -> Request:
         """The row as a request the models can honour, or ServingInputError naming what is wrong."""
-        from unclip.pipeline import check_prompts
         from unclip.settings import SAMPLED, parse_stage_values
+        from unclip.stages import check_prompts
 
         where = f"row {index + 1}"
         try:

@@ -1,8 +1,8 @@
 """Per-stage sampling settings: defaults, overrides and the `stage=value,...` form of the command lines.
 
 Steps follow Karlo and diffusers' UnCLIPPipeline (prior 25 / decoder 25); guidance is the paper's
-unguided prior, and an unguided decoder for the demo's models (measured below; the paper's decoder 1.25
-and Karlo's 4 / 8 are one override away);
+unguided prior, and an unguided decoder for the demo's models (docs/experiments/sampling.md; the
+paper's decoder 1.25 and Karlo's 4 / 8 are one override away);
 an upsampler's steps and sampler default to those stored in its own config (the paper's 27 and 15
 DDIM steps for the `paper` preset). The upsamplers take no guidance. A prior or decoder that carries
 its own sampling defaults (`sampling` in its config: a converted Karlo model's 25 / 25 steps, guidance
@@ -23,43 +23,23 @@ GUIDED = ("prior", "decoder")
 SAMPLERS = ("ddim", "dpmpp", "ddpm", "unclip")
 
 DEFAULT_STEPS: dict[str, int | None] = {"prior": 25, "decoder": 25, "upsampler1": None, "upsampler2": None}
-# Guidance: the paper found guiding the prior hurt (1.0) and took COCO FID at decoder guidance 1.25;
-# Karlo samples at 4.0 / 8.0. On the shapes demo models (32 images of 8 held-out prompts, CLIP-judged
-# colour/shape): prior 4 + decoder 8 gave 0.09/0.09 (over-saturated, speckled), prior 1 + decoder 3
-# 0.47/0.44, prior 4 + decoder 3 0.50/0.34, prior 1 + decoder 1.5 0.38/0.25. The x0-predicting demo
-# decoder (decoder/config.py) over-saturates sooner: from true embeddings, guidance 2 kept colour and
-# position and judged size right far more often than 3 (0.84 against 0.63). Generated through the prior
-# (bench/bench_generation.py, 24 held-out prompts x 4): decoder 2 0.88/0.29/0.88/0.96/1.00, decoder 3
-# 0.95/0.39/0.79/0.96/1.00 (colour/shape/size/position/background): a trade, not a clear winner.
-# With the draft (decoder/config.py), from 100 true embeddings: 1.0 0.84/0.43/0.93/0.98/1.00, 1.5
-# 0.95/0.47/0.84/0.99/1.00, 2.0 0.95/0.42/0.65/0.95/1.00: 1.5.
-# With the refiner and the 1024-wide draft (decoder/config.py), generated through the prior
-# (bench/bench_generation.py --prompts 24, 96 images): decoder 1.5 0.99/0.84/1.00/1.00/1.00, decoder 1
-# 1.00/0.93/0.99/0.99/1.00 (the CLIP reads real images' shape at 0.93): 1.0, which also halves the
-# decoder's sampling time. Larger decoders trained on real data are expected to want the paper's 1.25
-# or more: pass --guidance decoder=1.25.
-# The prior stays unguided, as in the paper: on a later run's models (1,000-step CLIP, 96 images) prior 1 /
-# 1.5 / 3 read shape 0.88 / 0.85 / 0.78 and size 1.00 / 0.97 / 0.92; and best of 2 / 4 / 8 prior candidates
-# read 0.88 / 0.88 / 0.88 (`bench/bench_generation.py --guidance prior=1.5 --best-of 4 ...`), but those
-# candidates were one draw repeated (seeds 2**32 apart, which torch's CPU generator cannot tell apart;
-# core/seeds.py). With distinct draws, a later run's models: best of 1 / 2 0.83 / 0.84 (96 images).
+# Unguided, as the paper's prior: Karlo's 4 / 8 over-saturate the small demo models, and decoder guidance
+# 1.0 read shape best and samples twice as fast (docs/experiments/sampling.md); larger decoders may want 1.25.
 DEFAULT_GUIDANCE: dict[str, float] = {"prior": 1.0, "decoder": 1.0}
 # The paper and Karlo guide at 10 or less; far above it every image saturates, and at 1e30 the
 # guided noise overflows and decodes to black.
 MAX_GUIDANCE = 50.0
 # Decodes per generated image, the one whose CLIP embedding comes back closest to the prior's kept
-# (decoder/best_of.py; the paper decodes once: 1). On a demo run's models (96 images of 24 held-out
-# prompts, 128 px, `bench/bench_generation.py --prompts 24 --decoder-best-of 1 --decoder-best-of 4`)
-# 1 / 4 read shape 0.84 / 0.92 and size 0.97 / 1.00, for ~0.65 s more per image on 2 cores. From true
-# embeddings a second CLIP, trained apart, sees most of that gain on two runs and less on two others
-# (decoder/config.py).
+# (decoder/best_of.py; the paper decodes once): it lifted generated shape (docs/experiments/sampling.md).
 DEFAULT_DECODER_BEST_OF = 4
+# Prior candidates per generated image, the one closest to the caption kept: the paper's best of 2.
+DEFAULT_PRIOR_BEST_OF = 2
 # Inversion-based manipulations decode with the same (unguided) network that inverted the image, so
 # that η = 0 gives the image back; guidance > 1 breaks that symmetry.
 MANIPULATION_GUIDANCE: dict[str, float] = {"prior": 1.0, "decoder": 1.0}
 # Text diffs keep the best of this many decodes of each edited frame: the paper's η = 0 decode and
 # η = EDIT_BEST_OF_ETA ones from the same inverted x_T, ranked by CLIP against z_θ (unclip/manipulate.py;
-# figures in the README). 1 is the paper's single η = 0 decode.
+# docs/experiments/manipulations.md). 1 is the paper's single η = 0 decode.
 DEFAULT_EDIT_BEST_OF = 4
 EDIT_BEST_OF_ETA = 0.5
 DEFAULT_SAMPLER: dict[str, str | None] = {"prior": "ddim", "decoder": "ddim", "upsampler1": None, "upsampler2": None}

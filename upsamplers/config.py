@@ -192,10 +192,8 @@ PRESETS: dict[int, dict[str, UpsamplerTrainSettings]] = {
             upsampler=_stage(1, 16, 64, (16, 32), 4, layers_per_block=1),
             train=_cpu_train(4, 4), data=DatasetConfig(num_examples=40, val_size=8, image_size=64),
             crop=16, eval_size=2),
-        # 1 DDIM step: more steps add sharpness and a leftover noise texture of the small model in flat
-        # regions. The demo model on 16 held-out images, PSNR against bicubic / sharpness (bicubic 0.51):
-        # 1 step -0.03 dB / 0.61, 2 steps -1.05 / 0.73, 4 steps -1.75 / 0.77, 8 steps -1.89 / 0.75; only
-        # 1 step keeps within 1 dB of bicubic (`--steps upsampler1=2` for the sharper trade).
+        # 1 DDIM step: more add sharpness but also the small model's noise texture in flat regions, and only
+        # 1 stays within 1 dB of bicubic (docs/experiments/upsamplers.md; `--steps upsampler1=2` is sharper).
         "demo": UpsamplerTrainSettings(
             upsampler=_stage(1, 32, 128, (32, 64, 96), 1, layers_per_block=1),
             train=_cpu_train(250, 16), data=DatasetConfig(num_examples=1000, val_size=16, image_size=128),
@@ -212,12 +210,8 @@ PRESETS: dict[int, dict[str, UpsamplerTrainSettings]] = {
             upsampler=_stage(2, 64, 128, (16, 32), 3, layers_per_block=1),
             train=_cpu_train(4, 2), data=DatasetConfig(num_examples=20, val_size=4, image_size=128),
             crop=32, eval_size=1),
-        # Small crops, each the most detailed of 8 random windows: edges are ~0.3% of a 512 px shapes
-        # image, and on plain random crops the model stayed bicubic (4 held-out images, sharpness 0.52
-        # against bicubic's 0.51, with 120 steps × 4 crops of 128 or 300 × 8 of 64, BSR or stage 1's blur,
-        # widths 16-64 or 32-96). Best of 8 crops of 32, 300 steps × 32: sharpness 0.61, PSNR -0.73 dB
-        # (crops of 64: 0.52; 200 steps with best of 16: 0.56, -1.04 dB). On stage 1 the same made
-        # sharper but noisier images (0.83, -1.9 dB against 0.73, -1.2 dB), so it keeps plain crops.
+        # Small crops, each the most detailed of 8 windows: edges are ~0.3% of a 512 px image, and on plain
+        # random crops the model stayed bicubic (docs/experiments/upsamplers.md).
         "demo": UpsamplerTrainSettings(
             upsampler=_stage(2, 128, 512, (16, 32, 64), 4, layers_per_block=1),
             train=_cpu_train(300, 32), data=DatasetConfig(num_examples=400, val_size=8, image_size=512),

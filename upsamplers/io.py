@@ -8,36 +8,22 @@ from typing import Any
 
 import torch
 
-from core.checkpoint import WEIGHTS_FILE, load_into, load_weights, read_json, save_model_folder
 from core.config import Config
-from core.errors import CheckpointError, ConfigError
+from core.model_folder import ModelKind, load_model_folder, save_model
 from upsamplers.config import UpsamplerConfig
 from upsamplers.model import Upsampler
 
-CONFIG_NAME = "upsampler_config"
+UPSAMPLER = ModelKind("upsampler", UpsamplerConfig, Upsampler)
 
 
 def save_upsampler(folder: str | Path, model: Upsampler, extra: Mapping[str, Config | Mapping[str, Any]] | None = None) -> Path:
     """Write the weights and the config that rebuilds them (plus e.g. the training settings)."""
-    return save_model_folder(folder, model, {CONFIG_NAME: model.cfg, **(extra or {})})
-
-
-def read_config(folder: str | Path) -> UpsamplerConfig:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"upsampler folder {folder} does not exist")
-    try:
-        return UpsamplerConfig.parse(read_json(folder / f"{CONFIG_NAME}.json"))
-    except ConfigError as err:
-        raise CheckpointError(f"{folder / (CONFIG_NAME + '.json')} is not a valid upsampler config: {err}") from None
+    return save_model(folder, model, UPSAMPLER, model.cfg, extra)
 
 
 def load_upsampler(folder: str | Path, device: torch.device | str = "cpu") -> Upsampler:
     """Rebuild the model from its folder, in eval mode; any problem is one CheckpointError."""
-    cfg = read_config(folder)
-    model = Upsampler(cfg)
-    load_into(model, load_weights(Path(folder) / WEIGHTS_FILE), f"upsampler {folder}")
-    return model.to(device).eval()
+    return load_model_folder(folder, UPSAMPLER, device)
 
 
 def as_model(model_or_folder: Upsampler | str | Path, device: torch.device | str | None = None) -> Upsampler:

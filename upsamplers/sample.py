@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal
 
 import torch
 
+from core.devices import autocast
 from core.diffusion import (
     Denoise,
     Sampler,
@@ -83,14 +83,6 @@ def tiled(net: Net, tile: int, overlap: int) -> Net:
         return out / total
 
     return run
-
-
-def _autocast(precision: Precision, device: torch.device):
-    if precision == "fp32":
-        return nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
 
 
 def check_low_res(model: Upsampler, low_res: torch.Tensor) -> tuple[int, int]:
@@ -169,17 +161,16 @@ def upsample(
     last_step = int(scheduler.timesteps[-1])
 
     device = next(model.parameters()).device
-    # Channels-last inputs on the CPU: the demo upsamplers' oneDNN convolutions at 128 and 512 px took
-    # 0.75-0.8x as long (the same outputs to 1e-6); not measured on GPUs, so left as it is there. Only
-    # for pixel-norm networks, where it was measured: GroupNorm ones (Karlo's) keep the default layout,
-    # whose outputs match diffusers' exactly (their few ε steps from t = 999 magnify a 1e-6 to 1e-4).
+    # Channels-last inputs on CPUs only, for pixel-norm networks (faster oneDNN convolutions, the same
+    # outputs); GroupNorm ones (Karlo's) keep the layout in which they match diffusers exactly
+    # (docs/experiments/upsamplers.md).
     cpu_fast = device.type == "cpu" and cfg.model.norm == "pixel"
     memory = torch.channels_last if cpu_fast else torch.contiguous_format
     condition = condition_for(model, low_res, level, seeds).to(device).contiguous(memory_format=memory)
     levels = torch.full((len(seeds),), level, device=device)
 
     def net(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        with _autocast(precision, device):
+        with autocast(precision, device):
             out = model(x.contiguous(memory_format=memory), t, cond.contiguous(memory_format=memory), levels,
                         final=int(t[0]) == last_step)
         return out.float().contiguous()

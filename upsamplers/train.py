@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from core.checkpoint import write_json
-from core.cli import ArgumentParser, set_threads, thread_count
+from core.cli import run_training, training_parser
 from core.diffusion import training_scheduler, training_target
 from core.errors import ConfigError
 from core.init_from import parent_metrics, start_from
@@ -117,24 +117,16 @@ def train_upsampler(settings: UpsamplerTrainSettings, out_dir: str | Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m upsamplers.train", description=__doc__.split("\n")[0])
+    parser = training_parser("python -m upsamplers.train", __doc__, PRESETS[1], None, "runs/upsampler<stage>")
     parser.add_argument("--stage", type=int, default=1, choices=sorted(PRESETS), help="1: 64→256, 2: 256→1024")
-    parser.add_argument("--preset", default="demo", help="smoke, demo, base or paper (default: demo)")
-    parser.add_argument("--out", default=None, help="output folder (default: runs/upsampler<stage>)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. train.steps=200 or upsampler.sample_steps=8 (repeatable)")
-    parser.add_argument("--threads", type=thread_count(), default=None,
-                        help="torch CPU threads (1 is often fastest on a shared, busy CPU)")
     args = parser.parse_args(argv)
-    set_threads(args.threads)
-    from core.cli import check_output_dir, report, run_cli
+    args.out = args.out or f"runs/upsampler{args.stage}"
 
-    def job():
-        settings = settings_for(args.stage, args.preset, args.overrides)
-        out = check_output_dir(args.out or f"runs/upsampler{args.stage}")
-        folder, metrics = train_upsampler(settings, out)
-        report("upsampler", folder, metrics)
-    return run_cli(job)
+    def train(settings: UpsamplerTrainSettings, tracker):
+        folder, metrics = train_upsampler(settings, args.out, tracker)
+        return "upsampler", folder, metrics
+    return run_training(args, f"unclip-upsampler{args.stage}",
+                        lambda: settings_for(args.stage, args.preset, args.overrides), train)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 from unclip import sources
 from unclip.convert.clip_folder import towers_of
 from unclip.convert.layout import LayoutError, scheduler_for
-from unclip.loading import CascadeInfo, inspect_cascade
+from unclip.loading import CascadeInfo, inspect_cascade, stage_configs
 
 
 def convert_to_diffusers(models: str | Path, out: str | Path) -> Path:
@@ -28,7 +28,7 @@ def convert_to_diffusers(models: str | Path, out: str | Path) -> Path:
 
     found = sources.from_models_dir(Path(models).expanduser())
     info = inspect_cascade(found)
-    configs = _configs(found)
+    configs = stage_configs(found)
     problems = layout_problems(info, configs)
     if problems:
         raise LayoutError("cannot export to diffusers' UnCLIPPipeline: " + "; ".join(problems))
@@ -49,22 +49,6 @@ def convert_to_diffusers(models: str | Path, out: str | Path) -> Path:
         vision.save_pretrained(out / "image_encoder")
         processor.save_pretrained(out / "feature_extractor")
     return out
-
-
-def _configs(found: sources.Sources) -> dict:
-    from core.checkpoint import read_json
-    from decoder.config import DecoderConfig
-    from decoder.io import CONFIG_FILE as DECODER_CONFIG
-    from prior.config import PriorConfig
-    from prior.io import CONFIG_FILE as PRIOR_CONFIG
-    from upsamplers.io import read_config
-
-    configs = {"prior": PriorConfig.parse(read_json(found["prior"].folder / PRIOR_CONFIG)),
-               "decoder": DecoderConfig.parse(read_json(found["decoder"].folder / DECODER_CONFIG))}
-    for stage in ("upsampler1", "upsampler2"):
-        if stage in found:
-            configs[stage] = read_config(found[stage].folder)
-    return configs
 
 
 def layout_problems(info: CascadeInfo, configs: dict) -> list[str]:
