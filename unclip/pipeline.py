@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from core.precision import PRECISIONS
 from core.seeds import stream_seed
 from unclip import sources
 from unclip.errors import PromptError, SettingsError
@@ -43,13 +44,12 @@ DEFAULT_PRIOR_BEST_OF = 2  # the paper's
 
 log = logging.getLogger("unclip")
 
-def autocast(precision: str, device: torch.device):
-    """bf16 autocast around a stage (fast on GPUs and CPUs with AMX, slow on CPUs without bf16)."""
-    if precision == "fp32":
-        return nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise SettingsError(f"precision must be fp32 or bf16, got {precision!r}")
+def check_precision(precision: str) -> str:
+    """fp32; bf16 (each stage in bf16 weights, the samplers' arithmetic in fp32); auto: per stage the faster of
+    the two on this machine and at this batch size (core.precision; small batches often run faster in fp32)."""
+    if precision not in PRECISIONS:
+        raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
 
 
 def stage_seeds(seeds: Sequence[int], stage: str) -> list[int]:
@@ -59,7 +59,7 @@ def stage_seeds(seeds: Sequence[int], stage: str) -> list[int]:
 
 class UnclipPipeline:
     def __init__(self, cascade: Cascade, precision: str = "fp32", progress: bool = True) -> None:
-        autocast(precision, torch.device("cpu"))  # validates the name
+        check_precision(precision)
         self.cascade = cascade
         self.info = cascade.info
         self.precision = precision
@@ -174,10 +174,10 @@ class UnclipPipeline:
         """Image embeddings [B, D] the prior draws for encoded captions, one seed each."""
         from prior.sample import sample_prior
 
-        with self.timed("prior"), autocast(self.precision, self.device):
+        with self.timed("prior"):
             return sample_prior(self.cascade.prior, text, stage_seeds(seeds, "prior"), steps=plan["steps"]["prior"],
                                 sampler=plan["sampler"]["prior"], guidance=plan["guidance"]["prior"],
-                                best_of=best_of, progress=self.progress)
+                                best_of=best_of, progress=self.progress, precision=self.precision)
 
     def decode(self, image_embeds: Tensor, text, seeds: Sequence[int], plan: dict, x_t: Tensor | None = None,
                eta: float = 0.0, blend=None, best_of: int = 1) -> Tensor:
@@ -188,14 +188,13 @@ class UnclipPipeline:
         from decoder.sample import decode
 
         settings = {"steps": plan["steps"]["decoder"], "sampler": plan["sampler"]["decoder"],
-                    "guidance": plan["guidance"]["decoder"], "eta": eta, "progress": self.progress}
-        with autocast(self.precision, self.device):
-            if best_of > 1:
-                return decode_best_of(self.cascade.decoder, self.cascade.encoder.encode_pixels, image_embeds, text,
-                                      stage_seeds(seeds, "decoder"), best_of, x_T=x_t, blend=blend,
-                                      **settings).images.float()
-            return decode(self.cascade.decoder, image_embeds, text, stage_seeds(seeds, "decoder"), x_T=x_t,
-                          blend=blend, **settings).float()
+                    "guidance": plan["guidance"]["decoder"], "eta": eta, "progress": self.progress,
+                    "precision": self.precision}
+        if best_of > 1:
+            return decode_best_of(self.cascade.decoder, self.cascade.encoder.encode_pixels, image_embeds, text,
+                                  stage_seeds(seeds, "decoder"), best_of, x_T=x_t, blend=blend, **settings).images
+        return decode(self.cascade.decoder, image_embeds, text, stage_seeds(seeds, "decoder"), x_T=x_t,
+                      blend=blend, **settings)
 
     def invert(self, x0: Tensor, image_embeds: Tensor, plan: dict, text=None) -> Tensor:
         """x_T of decoder-sized images under their image embeddings (and captions, default none); decoding
@@ -203,9 +202,8 @@ class UnclipPipeline:
         images back."""
         from decoder.sample import invert
 
-        with autocast(self.precision, self.device):
-            return invert(self.cascade.decoder, x0, image_embeds, text, steps=plan["steps"]["decoder"],
-                          guidance=plan["guidance"]["decoder"], progress=self.progress).float()
+        return invert(self.cascade.decoder, x0, image_embeds, text, steps=plan["steps"]["decoder"],
+                      guidance=plan["guidance"]["decoder"], progress=self.progress, precision=self.precision)
 
     def upsample(self, x: Tensor, seeds: Sequence[int], plan: dict) -> Tensor:
         from upsamplers.sample import upsample
