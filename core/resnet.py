@@ -3,9 +3,10 @@
 On CPUs the elementwise work around a ResNet block's two convolutions (norms, the timestep's scale and
 shift, activations, a division by an output scale of 1) costs as much as the convolutions at narrow
 widths, and more in bf16, whose convolutions run 3-4x faster. `LeanResnetBlock2D` computes the same
-function with the norm's gain and bias folded into the timestep's scale and shift (one multiply-add
-instead of four passes), SiLU in place where no gradient needs its input, and no division by 1. It
-keeps the parameters and their names, so weights load either way; `use_lean_resnets` swaps it in.
+function with SiLU in place where no gradient needs its input and no division by 1 (both exact), and,
+for a norm with a `normalise` method (the upsamplers' pixel norm), the norm's gain and bias folded into
+the timestep's scale and shift (one multiply-add instead of four passes; equal to rounding). It keeps the
+parameters and their names, so weights load either way; `use_lean_resnets` swaps it in.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class LeanResnetBlock2D(ResnetBlock2D):
     def _norm_with_time(self, hidden: Tensor, temb: Tensor | None) -> Tensor:
         if self.time_embedding_norm == "default":
             return self.norm2(hidden if temb is None else hidden + temb)
-        if self.time_embedding_norm != "scale_shift" or not (isinstance(self.norm2, nn.GroupNorm) and self.norm2.affine):
-            return super_norm_with_time(self, hidden, temb)
+        if self.time_embedding_norm != "scale_shift" or not (hasattr(self.norm2, "normalise") and self.norm2.affine):
+            return super_norm_with_time(self, hidden, temb)  # GroupNorm: diffusers' arithmetic, bit for bit
         # norm(h)·w + b, then ·(1 + scale) + shift  ==  norm₀(h)·(w·(1 + scale)) + (b·(1 + scale) + shift)
         scale, shift = temb.chunk(2, dim=1)
         gain = 1 + scale
@@ -56,12 +57,7 @@ def super_norm_with_time(block: ResnetBlock2D, hidden: Tensor, temb: Tensor | No
 
 
 def _affine_free(norm: nn.GroupNorm, hidden: Tensor) -> Tensor:
-    normalise = getattr(norm, "normalise", None)  # the upsamplers' PixelNorm has its own
-    if normalise is not None:
-        return normalise(hidden)
-    if hidden.device.type == "cpu" and hidden.is_contiguous(memory_format=torch.channels_last):
-        hidden = hidden.contiguous()  # torch's CPU group norm is several times slower on channels-last input
-    return F.group_norm(hidden, norm.num_groups, eps=norm.eps)
+    return norm.normalise(hidden)  # the upsamplers' PixelNorm: its statistics without gain and bias
 
 
 def use_lean_resnets(module: nn.Module) -> nn.Module:

@@ -21,6 +21,7 @@ from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
 from torch import Tensor, nn
 
 from core.errors import ConfigError
+from core.resnet import use_lean_resnets
 from decoder.attention import AddedKVAttention
 from decoder.config import DecoderConfig
 
@@ -54,7 +55,7 @@ def build_unet(cfg: DecoderConfig, context_dim: int) -> UNet2DConditionModel:
     )
     unet.set_attn_processor({name: AddedKVAttention() if isinstance(proc, AttnAddedKVProcessor2_0) else proc
                              for name, proc in unet.attn_processors.items()})
-    return unet
+    return use_lean_resnets(unet)
 
 
 def build_text_proj(cfg: DecoderConfig, time_embed_dim: int) -> UnCLIPTextProjModel:

@@ -89,8 +89,7 @@ def build_unet(cfg: UpsamplerConfig) -> UNet2DModel:
     )
     if m.norm == "pixel":
         _use_pixel_norm(unet)
-        # GroupNorm networks (Karlo's) keep diffusers' blocks, whose outputs match diffusers' exactly
-        use_lean_resnets(unet)
+    use_lean_resnets(unet)
     if unet.class_embedding is not None:
         # diffusers hands the level's sinusoidal embedding over in fp32 whatever the weights' dtype
         unet.class_embedding.register_forward_pre_hook(_to_weight_dtype)
