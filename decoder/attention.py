@@ -2,7 +2,8 @@
 
 The same computation as diffusers' `AttnAddedKVProcessor2_0`, except that on the CPU a bf16 query, key and
 value are attended to in fp32: torch's CPU flash attention is slower in bf16 than in fp32 (forward and,
-far more, backward; docs/experiments/speed.md), and the projections around it keep their bf16 matmuls.
+far more, backward; docs/experiments/speed.md), and the projections around it keep their bf16 matmuls;
+and the tokens and the output keep the layout the convolutions around them run fast in.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ def attend(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> Te
     if query.device.type != "cpu" or query.dtype == torch.float32:
         return F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
     mask = None if mask is None else mask.float()
-    return F.scaled_dot_product_attention(query.float(), key.float(), value.float(), attn_mask=mask).to(query.dtype)
+    with torch.autocast("cpu", enabled=False):  # autocast would cast them back to bf16
+        out = F.scaled_dot_product_attention(query.float(), key.float(), value.float(), attn_mask=mask)
+    return out.to(query.dtype)
 
 
 class AddedKVAttention(AttnAddedKVProcessor2_0):
@@ -32,7 +35,9 @@ class AddedKVAttention(AttnAddedKVProcessor2_0):
             encoder_hidden_states = hidden_states
         elif attn.norm_cross:
             encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        # contiguous tokens: a strided [B, N, C] view sends bf16 linears to a batched matmul that copies the
+        # weight once per sample
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2).contiguous()
 
         query = attn.head_to_batch_dim(attn.to_q(hidden_states), out_dim=4)
         key = attn.head_to_batch_dim(attn.add_k_proj(encoder_hidden_states), out_dim=4)
@@ -44,4 +49,11 @@ class AddedKVAttention(AttnAddedKVProcessor2_0):
         hidden_states = attend(query, key, value, attention_mask)
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, residual.shape[1])
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
-        return hidden_states.transpose(-1, -2).reshape(residual.shape) + residual
+        # back in the residual's layout: diffusers' reshape of the transposed tokens is channels-last, which
+        # makes every later convolution copy its weight and every group norm take its slow path
+        layout = torch.channels_last if _channels_last(residual) else torch.contiguous_format
+        return residual + hidden_states.transpose(-1, -2).reshape(residual.shape).contiguous(memory_format=layout)
+
+
+def _channels_last(x: Tensor) -> bool:
+    return x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
