@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from core.config import Config
 from core.ema import EMA
 from core.errors import ConfigError, UnclipError
+from core.memory import keep_freed_memory
 from core.precision import autocast, resolve
 from core.threads import follow_share
 from core.train_state import find_latest, load_checkpoint, save_checkpoint
@@ -167,6 +168,7 @@ def fit(
 ) -> FitResult:
     """Train `model` for cfg.steps optimizer steps, resuming from run_dir's latest checkpoint."""
     run_dir = Path(run_dir)
+    keep_freed_memory()
     acc = accelerator or make_accelerator(cfg.mixed_precision)
     rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
     identity = {"train": cfg.model_dump(mode="json"), "run": run_config.model_dump(mode="json") if run_config else None}

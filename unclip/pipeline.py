@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from core.memory import keep_freed_memory
 from core.precision import PRECISIONS
 from core.seeds import stream_seed
 from unclip import sources
@@ -60,6 +61,7 @@ def stage_seeds(seeds: Sequence[int], stage: str) -> list[int]:
 class UnclipPipeline:
     def __init__(self, cascade: Cascade, precision: str = "fp32", progress: bool = True) -> None:
         check_precision(precision)
+        keep_freed_memory()
         self.cascade = cascade
         self.info = cascade.info
         self.precision = precision
