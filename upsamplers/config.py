@@ -153,6 +153,8 @@ class UpsamplerTrainSettings(Config):
     buffer_rows: int = Field(1024, gt=0, description="training images shuffled together: the memory the data takes")
     eval_size: int = Field(8, ge=1)
     eval_steps: int | None = Field(None, ge=1, description="sampling steps in evaluation; None: sample_steps")
+    channels_last: bool = Field(True, description="channels-last memory format in training: oneDNN's convolutions and "
+                                "the pixel norm's one-kernel form run faster in it on CPUs (docs/experiments/speed.md)")
 
     @model_validator(mode="after")
     def _check(self) -> UpsamplerTrainSettings:
