@@ -177,9 +177,9 @@ def _stage(stage: int, low: int, high: int, channels: tuple[int, ...], steps: in
                            sample_steps=steps)
 
 
-def _cpu_train(steps: int, batch: int, lr: float = 2e-3) -> TrainConfig:
+def _cpu_train(steps: int, batch: int, lr: float = 2e-3, mixed_precision: str = "no") -> TrainConfig:
     return TrainConfig(steps=steps, batch_size=batch, lr=lr, warmup_steps=min(50, steps // 10), min_lr_ratio=0.1,
-                       ema_decay=0.995, log_every=max(1, min(25, steps // 4)))
+                       ema_decay=0.995, log_every=max(1, min(25, steps // 4)), mixed_precision=mixed_precision)
 
 
 def _gpu_train(steps: int, batch: int, lr: float) -> TrainConfig:
@@ -200,7 +200,9 @@ PRESETS: dict[int, dict[str, UpsamplerTrainSettings]] = {
         # 1 step keeps within 1 dB of bicubic (`--steps upsampler1=2` for the sharper trade).
         "demo": UpsamplerTrainSettings(
             upsampler=_stage(1, 32, 128, (32, 64, 96), 1, layers_per_block=1),
-            train=_cpu_train(250, 16), data=DatasetConfig(num_examples=1000, val_size=16, image_size=128),
+            # auto: bf16 autocast where a step runs faster in it here (docs/experiments/speed.md)
+            train=_cpu_train(250, 16, mixed_precision="auto"),
+            data=DatasetConfig(num_examples=1000, val_size=16, image_size=128),
             eval_size=8),
         "base": UpsamplerTrainSettings(
             upsampler=_stage(1, 64, 256, (64, 128, 256, 256), 27),
@@ -222,7 +224,8 @@ PRESETS: dict[int, dict[str, UpsamplerTrainSettings]] = {
         # sharper but noisier images (0.83, -1.9 dB against 0.73, -1.2 dB), so it keeps plain crops.
         "demo": UpsamplerTrainSettings(
             upsampler=_stage(2, 128, 512, (16, 32, 64), 4, layers_per_block=1),
-            train=_cpu_train(300, 32), data=DatasetConfig(num_examples=400, val_size=8, image_size=512),
+            train=_cpu_train(300, 32, mixed_precision="auto"),
+            data=DatasetConfig(num_examples=400, val_size=8, image_size=512),
             crop=32, crop_tries=8, eval_size=4),
         "base": UpsamplerTrainSettings(
             upsampler=_stage(2, 256, 1024, (32, 64, 128, 256), 15).override(tile=512, tile_overlap=64),
