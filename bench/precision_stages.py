@@ -193,6 +193,6 @@ def trainer_for(training: Training, precision: str, lr: float = 1e-3):
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return loss.item()
 
     return step
