@@ -170,10 +170,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--from-draft {min(from_draft)} is below the sampler's last step (t = {last} "
                               f"with {args.steps} DDIM steps)")
         best_of = parse_counts(args.best_of)
-        judge = load_encoder(ClipSpec.load(args.judge), args.device) if args.judge else None
+        judge = load_encoder(ClipSpec.load(args.judge, own_files=True), args.device) if args.judge else None
         n = min(args.images, len(shards.captions))
         captions = list(shards.captions[:n])
-        rows = measure(decoder, val, captions, load_encoder(spec, args.device), timesteps, from_draft, args.steps,
+        # the shards name the CLIP's files; the decoder's spec only identifies it (checked above)
+        rows = measure(decoder, val, captions, load_encoder(shards.spec, args.device), timesteps, from_draft, args.steps,
                        best_of, judge)
         print(table(rows, n))
         if args.json:

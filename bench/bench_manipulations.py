@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     result.update(real_kept(pipe.encoder, red, size))
     real = pixel_hits(images_to_tensor([image for image, _ in red], size), [a for _, a in red])
     result["pixel/real/others_kept"] = sum(k for _, k in real) / len(red)
-    judge = load_encoder(ClipSpec.load(args.judge), args.device) if args.judge else None
+    judge = load_encoder(ClipSpec.load(args.judge, own_files=True), args.device) if args.judge else None
     if judge is not None:
         result.update(real_kept(judge, red, size, "judge/real"))
     prior_thetas = [float(t) for t in args.prior_thetas.split(",")]

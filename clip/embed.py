@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from clip.encoder import ClipEncoder, load_encoder
 from clip.shards import INDEX, EmbeddingShards, finish_embedding_index, stored
 from clip.spec import ClipSpec, check_same_clip
 from core.checkpoint import read_json
+from core.cli import ArgumentParser, int_in
 from core.devices import check_device
 from core.errors import CheckpointError, ConfigError
 from data import DatasetConfig, Example, open_dataset
@@ -77,27 +77,32 @@ def embed_dataset(spec: ClipSpec, data: DatasetConfig, split: str, out: str | Pa
 def load_clip_spec(path: str | Path) -> ClipSpec:
     """A ClipSpec from a model folder (clip_spec.json inside) or a spec JSON file."""
     path = Path(path)
-    return ClipSpec.load(path) if path.is_dir() else ClipSpec.parse(read_json(path))
+    return ClipSpec.load(path, own_files=True) if path.is_dir() else ClipSpec.parse(read_json(path))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clip.embed", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m clip.embed", description=__doc__.split("\n")[0])
     parser.add_argument("--clip", required=True, help="CLIP model folder (with clip_spec.json) or a spec JSON file")
     parser.add_argument("--split", default="train", choices=["train", "val"])
     parser.add_argument("--out", required=True, help="output folder for the shards")
-    parser.add_argument("--image-size", type=int, default=64, help="also store images at this size (0: none)")
-    parser.add_argument("--shard-size", type=int, default=2048, help="examples per shard (default: 2048)")
-    parser.add_argument("--batch-size", type=int, default=256, help="images and captions encoded at once (default: 256)")
+    parser.add_argument("--image-size", type=int_in(0, 4096), default=64,
+                        help="also store images at this size (0: none) (default: 64)")
+    parser.add_argument("--shard-size", type=int_in(1, 1_000_000), default=2048,
+                        help="examples per shard (default: 2048)")
+    parser.add_argument("--batch-size", type=int_in(1, 65536), default=256,
+                        help="images and captions encoded at once (default: 256)")
     parser.add_argument("--device", default=None, help="torch device (default: the accelerator if there is one, else cpu)")
     parser.add_argument("--preset", help="start from this CLIP training preset's dataset (the split the cascade "
                         "embeds, e.g. demo) instead of the dataset defaults; --set changes it further")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="dataset setting, e.g. source=folder, path=/data/pets (repeatable)")
     args = parser.parse_args(argv)
-    from core.cli import run_cli
+    from core.cli import check_output_dir, run_cli
     from core.config import apply_overrides
 
     def job():
+        device = check_device(args.device)
+        check_output_dir(args.out)
         spec = load_clip_spec(args.clip)
         data = DatasetConfig()
         if args.preset:
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             data = settings_for(args.preset).data
         shards = embed_dataset(spec, apply_overrides(data, args.overrides), args.split, args.out,
                                image_size=args.image_size or None, shard_size=args.shard_size,
-                               device=check_device(args.device), batch_size=args.batch_size)
+                               device=device, batch_size=args.batch_size)
         print(f"{shards.count} examples embedded into {args.out} ({len(shards.index['shards'])} shards)")
         check_same_clip(spec, shards.spec, "embedding shards")
     return run_cli(job)

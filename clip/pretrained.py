@@ -66,7 +66,7 @@ def parse_clip_ref(text: str) -> ClipRef:
         return ClipRef(text, resolve_spec("open_clip", model, pretrained or None))
     path = Path(text).expanduser()
     if (path / SPEC_FILE).is_file():
-        return ClipRef(text, ClipSpec.load(path))
+        return ClipRef(text, ClipSpec.load(path, own_files=True))
     if (path / "config.json").is_file():
         return ClipRef(text, resolve_spec("hf", path))
     raise ConfigError(f"--clip {text!r} is none of: hf:FOLDER, open_clip:MODEL[:WEIGHTS], a CLIP model folder "

@@ -3,6 +3,10 @@
 Every stage stores the spec of the CLIP it was trained with beside its weights, and checks it
 against the CLIP in use with `check_same_clip`. The fingerprint names the CLIP's identity (its
 weights' content hash and dimensions), not where its files happen to live.
+
+A CLIP model folder names its files relative to itself, so a copied folder or a registry download
+loads its own files, pinned by their sha256, and nothing outside it. A prior's or decoder's
+clip_spec.json only identifies the CLIP (`reference()`): the CLIP folder is what is loaded.
 """
 
 from __future__ import annotations
@@ -82,15 +86,38 @@ class ClipSpec(Config):
         canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
+    def reference(self) -> ClipSpec:
+        """The spec as a prior or decoder keeps it: the identity, with its files' locations reduced to
+        their names once the weights are hashed (they are the CLIP folder's business)."""
+        changes = {name: Path(getattr(self, name)).name or "." for name in _PATH_FIELDS
+                   if self.weights_sha256 is not None and is_local_path(self.backend, name, getattr(self, name))}
+        return self.override(**changes)
+
     def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / SPEC_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_json() + "\n")
+        """Write clip_spec.json into `directory`; files inside it are named relative to it."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / SPEC_FILE
+        path.write_text(self.relative_to(directory).to_json() + "\n")
         return path
 
+    def relative_to(self, directory: Path) -> ClipSpec:
+        changes = {}
+        for name in _PATH_FIELDS:
+            value = getattr(self, name)
+            if is_local_path(self.backend, name, value) and Path(value).is_absolute():
+                inside = _inside(Path(value), directory.resolve())
+                if inside is not None:
+                    changes[name] = inside
+        return self.override(**changes) if changes else self
+
     @classmethod
-    def load(cls, directory: str | Path) -> ClipSpec:
-        path = Path(directory) / SPEC_FILE
+    def load(cls, directory: str | Path, own_files: bool = False) -> ClipSpec:
+        """The spec in `directory`, its relative file names resolved there. `own_files`: the folder is
+        the CLIP's model folder and its files are used, so absolute names (from folders written
+        before they were relative) are looked up there too, never outside it."""
+        directory = Path(directory)
+        path = directory / SPEC_FILE
         try:
             text = path.read_text()
         except OSError as err:
@@ -99,16 +126,30 @@ class ClipSpec(Config):
             spec = cls.from_json(text)
         except ConfigError as err:
             raise CheckpointError(f"{path}: {err}") from None
-        return spec.relative_to(Path(directory))
+        return spec._located_in(directory.resolve(), own_files, path)
 
-    def relative_to(self, folder: Path) -> ClipSpec:
-        """The spec with relative local paths (a self-contained CLIP folder's ".") made absolute under `folder`."""
+    def _located_in(self, directory: Path, own_files: bool, source: Path) -> ClipSpec:
         changes = {}
         for name in _PATH_FIELDS:
             value = getattr(self, name)
-            if is_local_path(self.backend, name, value) and not Path(value).expanduser().is_absolute():
-                changes[name] = str((folder / value).resolve())
+            if not is_local_path(self.backend, name, value):
+                continue
+            if not Path(value).is_absolute():
+                located = (directory / value).resolve()
+                if _inside(located, directory) is None:
+                    raise CheckpointError(f"{source}: {name} {value!r} points outside its folder")
+                changes[name] = str(located)
+            elif own_files and _inside(Path(value), directory) is None:
+                changes[name] = str(directory if self.backend == "hf" else directory / Path(value).name)
         return self.override(**changes) if changes else self
+
+
+def _inside(path: Path, directory: Path) -> str | None:
+    """`path` relative to `directory` (posix), or None when it lies outside."""
+    try:
+        return path.resolve().relative_to(directory).as_posix()
+    except ValueError:
+        return None
 
 
 def is_local_path(backend: str, field: str, value: str | None) -> bool:

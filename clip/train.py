@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,6 +21,7 @@ from clip.batches import contrastive_batches
 from clip.evaluate import clip_metrics
 from clip.model import ClipModelConfig, model_preset
 from core.checkpoint import save_model_folder, write_json
+from core.cli import ArgumentParser
 from core.config import Config, apply_overrides, pick_preset
 from core.trainer import Tracker, TrainConfig, fit, make_accelerator
 from data import DatasetConfig, open_dataset
@@ -176,21 +176,22 @@ def train_clip(settings: ClipTrainSettings, out: str | Path, tracker: Tracker | 
         spec.save(folder)
         write_json(folder / "metrics.json", metrics)
     acc.wait_for_everyone()
-    return ClipSpec.load(folder), metrics
+    return ClipSpec.load(folder, own_files=True), metrics
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clip.train", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m clip.train", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="demo", choices=list(PRESETS), help="size preset (default: demo)")
     parser.add_argument("--out", default="runs/clip", help="output folder (default: runs/clip)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. train.steps=200 or data.source=folder (repeatable)")
     parser.add_argument("--track", action="store_true", help="log the run to MLflow (rank 0 only)")
     args = parser.parse_args(argv)
-    from core.cli import report, run_cli
+    from core.cli import check_output_dir, report, run_cli
 
     def job():
         settings = settings_for(args.preset, args.overrides)
+        check_output_dir(args.out)
         run = nullcontext()  # without --track MLflow is not imported: the stage runs where only torch is set up
         if args.track:
             from core.tracking import main_process_run

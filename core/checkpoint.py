@@ -65,6 +65,7 @@ def save_model_folder(
     folder = Path(folder)
     state = plain_state_dict(weights) if isinstance(weights, torch.nn.Module) else dict(weights)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(folder)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         save_file({k: v.contiguous() for k, v in state.items()}, str(staging / WEIGHTS_FILE))
@@ -81,6 +82,13 @@ def save_model_folder(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Remove the staged copies (`.NAME.*`) a writer of `folder` killed mid-way left beside it."""
+    for leftover in folder.parent.glob(f".{folder.name}.*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:

@@ -137,7 +137,8 @@ class _Given(nn.Module):
 def kid(real: Tensor, fake: Tensor, subsets: int = 100, subset_size: int | None = None, seed: int = 0
         ) -> tuple[float, float]:
     """Kernel inception distance (unbiased, polynomial kernel) between two feature sets [N, D], as
-    (mean, std) over random subsets; with features of the run's CLIP rather than Inception's."""
+    (mean, std) over random subsets; with features of the run's CLIP rather than Inception's, taken as
+    directions (normalised, scaled by √D)."""
     from torchmetrics.image.kid import KernelInceptionDistance
 
     n = min(len(real), len(fake))
@@ -147,12 +148,18 @@ def kid(real: Tensor, fake: Tensor, subsets: int = 100, subset_size: int | None 
         warnings.simplefilter("ignore")
         metric = KernelInceptionDistance(feature=_Given(real.shape[1]), subsets=subsets,
                                          subset_size=subset_size or max(2, n // 2), normalize=True)
-    metric.update(real.double().cpu(), real=True)
-    metric.update(fake.double().cpu(), real=False)
+    metric.update(_kernel_scale(real), real=True)
+    metric.update(_kernel_scale(fake), real=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         mean, std = metric.compute()
     return float(mean), float(std)
+
+
+def _kernel_scale(features: Tensor) -> Tensor:
+    """Unit vectors scaled by √D: the polynomial kernel (x·y / D + 1)³ then sees dot products of order
+    one, as with Inception's features; on unit CLIP embeddings it would see ~1/D and every KID ~0."""
+    return F.normalize(features.double().cpu(), dim=-1) * math.sqrt(features.shape[1])
 
 
 def fid(real: Tensor, fake: Tensor) -> float:

@@ -1,6 +1,7 @@
-"""MLflow model registry: versions, the champion/challenger gate, loading by alias, the pipeline pyfunc.
+"""MLflow model registry: versions, the champion/challenger gate, loading by alias.
 
-With core/tracking.py, the only module that talks to MLflow.
+With core/tracking.py, the only module of core that talks to MLflow (the pipeline's pyfunc model,
+which needs the whole cascade, is unclip/serving.py).
 """
 
 from __future__ import annotations
@@ -104,72 +105,3 @@ def download_model(name: str, ref: str | int = CHAMPION) -> Path:
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(target))
         (target / ".complete").write_text(str(mv.version))
     return target
-
-
-# ---- the whole pipeline as an MLflow pyfunc model ----------------------------------------------
-
-PIPELINE_MODEL = "unclip-pipeline"
-STAGE_ARTIFACTS = ("clip", "prior", "decoder", "upsampler1", "upsampler2")
-
-
-class PipelineModel(mlflow.pyfunc.PythonModel):
-    """`predict` takes rows with `prompt` (and optional `seed`, `steps` like "prior=8,decoder=10",
-    `size`) and returns them with `image_png_base64`: one PNG per row."""
-
-    def load_context(self, context) -> None:
-        from unclip import UnclipPipeline  # the pipeline sits above core; load it only when serving
-
-        art = context.artifacts
-        self.pipe = UnclipPipeline.from_folders(art["clip"], art["prior"], art["decoder"], art.get("upsampler1"),
-                                                art.get("upsampler2"), progress=False)
-
-    def predict(self, context, model_input, params=None):
-        import base64
-        import io
-
-        import pandas as pd
-
-        from unclip.settings import SAMPLED, parse_stage_values
-
-        rows = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        if "prompt" not in rows:
-            raise UnclipError("the input needs a 'prompt' column")
-        encoded = []
-        for _, row in rows.iterrows():
-            steps = parse_stage_values(_cell(row, "steps"), SAMPLED, "steps")
-            size = _cell(row, "size")
-            image = self.pipe.generate(str(row["prompt"]), seed=int(_cell(row, "seed") or 0), steps=steps,
-                                       output_size=int(size) if size else None)[0]
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            encoded.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
-        out = rows.copy()
-        out["image_png_base64"] = encoded
-        return out
-
-
-def _cell(row, key: str):
-    value = row.get(key)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value
-
-
-def log_pipeline_model(folders: Mapping[str, str | Path], experiment: str = "unclip-pipeline") -> str:
-    """Log the cascade's model folders as one pyfunc model and register it; returns the version."""
-    from core.tracking import start_run
-
-    artifacts = {k: str(v) for k, v in folders.items() if k in STAGE_ARTIFACTS and v is not None}
-    with start_run(experiment, run_name="pipeline") as tracker:
-        info = mlflow.pyfunc.log_model(name="pipeline", python_model=PipelineModel(), artifacts=artifacts,
-                                       pip_requirements=["unclip"])
-        mv = mlflow.register_model(info.model_uri, PIPELINE_MODEL)
-        tracker.set_tags({"pipeline.version": mv.version})
-    MlflowClient().set_registered_model_alias(PIPELINE_MODEL, CHAMPION, mv.version)
-    return str(mv.version)
-
-
-def load_pipeline_model(ref: str | int = CHAMPION):
-    configure()
-    uri = f"models:/{PIPELINE_MODEL}/{ref}" if str(ref).isdigit() else f"models:/{PIPELINE_MODEL}@{ref}"
-    return mlflow.pyfunc.load_model(uri)

@@ -16,6 +16,7 @@ from core.ema import EMA
 from core.errors import CheckpointError
 
 PREFIX = "step_"
+STAGING = ".staging_"
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -31,11 +32,29 @@ def find_latest(run_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def remove_staging(run_dir: Path) -> None:
+    """Remove the half-written checkpoints of runs killed while saving (one writer per run folder)."""
+    root = checkpoint_dir(run_dir)
+    if root.is_dir():
+        for leftover in root.glob(f"{STAGING}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def non_finite_count(module: torch.nn.Module) -> int:
+    return sum(int((~torch.isfinite(v)).sum()) for v in module.state_dict().values() if v.is_floating_point())
+
+
 def save_checkpoint(run_dir: Path, step: int, model, ema: EMA, optimizer, state: dict[str, Any], keep: int) -> Path:
+    """Write a checkpoint atomically; weights with NaN or inf are never saved (CheckpointError)."""
+    for what, module in (("model", model), ("EMA", ema.shadow)):
+        if bad := non_finite_count(module):
+            raise CheckpointError(f"refusing to checkpoint step {step}: the {what} weights hold {bad} "
+                                  "non-finite values; lower train.lr")
     root = checkpoint_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
+    remove_staging(run_dir)
     final = root / f"{PREFIX}{step:08d}"
-    staging = Path(tempfile.mkdtemp(prefix=".staging_", dir=root))
+    staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=root))
     try:
         from safetensors.torch import save_file
 
@@ -64,6 +83,9 @@ def load_checkpoint(path: Path, model, ema: EMA, optimizer, identity: dict[str, 
             "(only `steps` may grow) or choose a new output folder")
     load_into(model, load_weights(path / "model.safetensors"), f"checkpoint {path}")
     load_into(ema.shadow, load_weights(path / "ema.safetensors"), f"checkpoint {path} (EMA)")
+    if non_finite_count(model) or non_finite_count(ema.shadow):
+        raise CheckpointError(f"{path} holds non-finite weights (written before they were checked); delete it "
+                              "and resume from an earlier checkpoint or start afresh")
     try:
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
     except (OSError, RuntimeError, ValueError) as err:

@@ -32,7 +32,7 @@ from core.errors import ConfigError, UnclipError
 from core.memory import keep_freed_memory
 from core.precision import autocast, resolve
 from core.threads import follow_share
-from core.train_state import find_latest, load_checkpoint, save_checkpoint
+from core.train_state import find_latest, load_checkpoint, remove_staging, save_checkpoint
 
 log = logging.getLogger("core.trainer")
 
@@ -41,7 +41,7 @@ class TrainConfig(Config):
     steps: int = Field(1000, gt=0)
     batch_size: int = Field(64, gt=0, description="per process, per micro-step")
     grad_accum: int = Field(1, gt=0)
-    lr: float = Field(3e-4, gt=0)
+    lr: float = Field(3e-4, gt=0, le=1, description="peak learning rate; AdamW diverges long before 1")
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -60,7 +60,7 @@ class TrainConfig(Config):
 
 
 class NonFiniteLossError(UnclipError):
-    """Training produced a NaN/inf loss or gradient; the last good checkpoint is kept."""
+    """Training produced a NaN/inf loss, gradient or parameter; the last finite checkpoint is kept."""
 
 
 class Tracker(Protocol):
@@ -180,6 +180,8 @@ def fit(
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                                   fused=True)
     step, epoch, offset, losses, window, chosen = 0, 0, 0, [], [], None
+    if main:
+        remove_staging(run_dir)  # what a run killed while writing a checkpoint left behind
     latest = find_latest(run_dir)
     if latest is not None:
         state = load_checkpoint(latest, model, ema, optimizer, identity)
@@ -200,6 +202,7 @@ def fit(
         follow_share()
         loss_value, grad_norm = _train_step(model, optimizer, loss_fn, stream, cfg, acc, step, rank,
                                             forward_context)
+        _check_finite(_all_finite(model.parameters()), acc, step, "parameters", cfg, run_dir)
         ema.update(acc.unwrap_model(model))
         step += 1
         window.append(loss_value)
@@ -273,13 +276,13 @@ def _train_step(model, optimizer, loss_fn, stream, cfg, acc, step, rank, forward
         sync = micro == cfg.grad_accum - 1
         with nullcontext() if sync else acc.no_sync(model), forward_context():
             loss = loss_fn(model, batch)
-        _check_finite(loss.detach(), acc, step, "loss")
+        _check_finite(torch.isfinite(loss.detach()).all(), acc, step, "loss", cfg)
         acc.backward(loss / cfg.grad_accum)
         total += loss.item() / cfg.grad_accum
     grad_norm = float("nan")
     if cfg.grad_clip is not None:
         grad_norm = float(acc.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-        _check_finite(torch.tensor(grad_norm), acc, step, "gradient norm")
+        _check_finite(torch.tensor(math.isfinite(grad_norm)), acc, step, "gradient norm", cfg)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return total, grad_norm
@@ -312,14 +315,25 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
 
 
-def _check_finite(value: torch.Tensor, acc: Accelerator, step: int, what: str) -> None:
-    bad = torch.tensor([0.0 if torch.isfinite(value).all() else 1.0], device=acc.device)
+def _all_finite(params: Iterable[torch.Tensor]) -> torch.Tensor:
+    """One boolean for all tensors (a single device sync): an AdamW step at a huge lr can turn weights
+    into inf while the loss and gradient that led there were still finite."""
+    flags = [torch.isfinite(p.detach()).all() for p in params]
+    return torch.stack(flags).all() if flags else torch.tensor(True)
+
+
+def _check_finite(finite: torch.Tensor, acc: Accelerator, step: int, what: str, cfg: TrainConfig,
+                  run_dir: Path | None = None) -> None:
+    bad = torch.tensor([0.0 if bool(finite) else 1.0], device=acc.device)
     if acc.num_processes > 1:
         bad = acc.reduce(bad, reduction="sum")
     if bad.item() > 0:
+        latest = find_latest(run_dir) if run_dir is not None else None
+        kept = f"the last finite checkpoint ({latest.name}) is kept" if latest else "no checkpoint was written"
         raise NonFiniteLossError(
-            f"the {what} became non-finite at step {step + 1}; stopped without saving this state, the last "
-            "good checkpoint is kept. Try a lower lr, a smaller grad_clip or mixed_precision='no'.")
+            f"the {what} became non-finite at step {step + 1}; stopped without saving this state, {kept}. "
+            f"Lower train.lr (now {cfg.lr:g}) or train.grad_clip (now {cfg.grad_clip}), or set "
+            "train.mixed_precision=no (settings that change start a fresh run)")
 
 
 def _run_eval(evaluate: EvalFn, ema_model: torch.nn.Module, step: int, acc: Accelerator, tracker) -> dict:

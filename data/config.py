@@ -32,7 +32,7 @@ class DatasetConfig(Config):
     # shapes only: total examples over both splits.
     num_examples: int = Field(20000, ge=2)
     # shapes and emoji: the render resolution.
-    image_size: int = Field(64, ge=16)
+    image_size: int = Field(64, ge=16, le=4096)
     # Share of examples in val; folder/webdataset decide per item from sha1(key), emoji per group of
     # skin-tone and gender variants (never all of a group), see splits.py.
     val_fraction: float = Field(0.05, gt=0.0, lt=1.0)
@@ -42,6 +42,9 @@ class DatasetConfig(Config):
     seed: int = Field(0, ge=0, lt=2**32)
     # folder/webdataset: images with a smaller side are skipped (tiny_image).
     min_side: int = Field(8, ge=1)
+    # folder/webdataset: images whose long side is more than this many times the short one are skipped
+    # (extreme_aspect): the centre square every stage crops would keep a sliver of a 6000x8 strip.
+    max_aspect: float = Field(10.0, ge=1)
     # shapes only: meaning-preserving caption paraphrases in the train split.
     paraphrase: bool = False
 

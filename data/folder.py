@@ -25,6 +25,8 @@ JSONL_FILE_FIELDS = ("file", "image", "path")
 JSONL_CAPTION_FIELDS = ("caption", "text")
 
 RawCaption = bytes | str | None
+Row = tuple[str | None, RawCaption, int]  # file name (None: unreadable), caption, line number from 1
+Dropped = tuple[str, str, str]  # reason, the file name that decides its split, where it was
 
 
 class FolderDataset(MapDataset):
@@ -39,22 +41,36 @@ class FolderDataset(MapDataset):
         images = [name for name in self._listing if name.lower().endswith(IMAGE_EXTENSIONS)]
         if not images:
             raise ConfigError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {str(self.root)!r}")
-        self._index, self._index_digest = read_caption_index(self.root)
-        unmatched = set(self._index).difference(images)
-        if unmatched:
-            log.warning(
-                "%d caption entries name no image under %s, e.g. %r",
-                len(unmatched),
-                self.root,
-                min(unmatched),
-            )
+        self._index, self._index_digest, dropped = read_caption_index(self.root)
         self._same = identical_files(self.root, self._listing, images)
         # identical pictures share a split (their first name's), so none is both trained and held out
-        self._keys = [name for name in images if split_of(self._same.get(name, name), cfg.val_fraction) == split]
+        self._keys = [name for name in images if self._mine(name)]
         self._duplicates = self._find_duplicates()
+        self._count_unused(images, dropped)
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def _mine(self, name: str) -> bool:
+        return split_of(self._same.get(name, name), self.cfg.val_fraction) == self.split
+
+    def _count_unused(self, images: list[str], dropped: list[Dropped]) -> None:
+        """Count what can never be an example: files that are no image this reads (an SVG, a HEIC, ...),
+        caption rows naming no image, unreadable rows, and rows a later one for the same file replaced.
+        Each is counted by the split its name falls in, so both splits together count it once."""
+        image_set = set(images)
+        sidecars = {str(Path(name).with_suffix(".txt").as_posix()) for name in images}
+        for name in self._listing:
+            if name in image_set or name in sidecars or name in (TSV_INDEX, JSONL_INDEX) or not self._mine(name):
+                continue
+            reason = "caption_without_image" if name.endswith(".txt") else "unsupported_format"
+            self.skips.add(reason, name, Path(name).suffix or "no extension")
+        for name in set(self._index).difference(images):
+            if self._mine(name):
+                self.skips.add("caption_without_image", name, "named in a caption index")
+        for reason, name, where in dropped:
+            if self._mine(name):
+                self.skips.add(reason, where, name)
 
     def key(self, index: int) -> str:
         self._check_index(index)
@@ -82,7 +98,8 @@ class FolderDataset(MapDataset):
             return None
         try:
             caption = caption_text(self._raw_caption(key))
-            image, converted_from = load_rgb(self.root / key, min_side=self.cfg.min_side)
+            image, converted_from = load_rgb(self.root / key, min_side=self.cfg.min_side,
+                                             max_aspect=self.cfg.max_aspect)
         except BadItem as bad:
             self.skips.add(bad.reason, key, bad.detail)
             return None
@@ -104,7 +121,8 @@ class FolderDataset(MapDataset):
     def fingerprint(self) -> str:
         """Hash of every file's relative path, size and mtime when opened, the index files'
         contents, and the settings that choose this split's examples."""
-        digest = hashlib.sha256(f"folder/{self.split}/{self.cfg.val_fraction}/{self.cfg.min_side}".encode())
+        digest = hashlib.sha256(
+            f"folder/{self.split}/{self.cfg.val_fraction}/{self.cfg.min_side}/{self.cfg.max_aspect}".encode())
         for name, (size, mtime_ns) in sorted(self._listing.items()):
             digest.update(f"\0{name}\0{size}\0{mtime_ns}".encode("utf-8", "surrogateescape"))
         digest.update(self._index_digest)
@@ -151,10 +169,13 @@ def _scan(root: Path) -> dict[str, tuple[int, int]]:
     return listing
 
 
-def read_caption_index(root: Path) -> tuple[dict[str, RawCaption], bytes]:
-    """Captions from root/captions.tsv and root/captions.jsonl (the latter wins on a clash),
-    and a digest of both files' contents."""
+def read_caption_index(root: Path) -> tuple[dict[str, RawCaption], bytes, list[Dropped]]:
+    """Captions from root/captions.tsv and root/captions.jsonl (a later row wins, and the jsonl over
+    the tsv), a digest of both files' contents, and the rows that give no caption: replaced by a
+    later row for the same file (repeated_caption) or unreadable (bad_caption_row)."""
     index: dict[str, RawCaption] = {}
+    where: dict[str, str] = {}
+    dropped: list[Dropped] = []
     digest = hashlib.sha256()
     for name, parse in ((TSV_INDEX, _parse_tsv), (JSONL_INDEX, _parse_jsonl)):
         path = root / name
@@ -162,18 +183,17 @@ def read_caption_index(root: Path) -> tuple[dict[str, RawCaption], bytes]:
             continue
         data = path.read_bytes()
         digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-        entries = parse(data, path)
-        clashes = set(index).intersection(entries)
-        if clashes:
-            log.warning(
-                "%s repeats %d files captioned earlier, e.g. %r; using %s",
-                path,
-                len(clashes),
-                min(clashes),
-                name,
-            )
-        index.update(entries)
-    return index, digest.digest()
+        for file_name, caption, line in parse(data, path):
+            here = f"{name} line {line}"
+            if file_name is None:
+                dropped.append(("bad_caption_row", here, here))
+                continue
+            if file_name in index:
+                dropped.append(("repeated_caption", file_name, where[file_name]))
+            index[file_name], where[file_name] = caption, here
+    if dropped:
+        log.warning("%d caption rows give no caption (repeated or unreadable), e.g. %s", len(dropped), dropped[0][2])
+    return index, digest.digest(), dropped
 
 
 def _normalise_name(name: str) -> str:
@@ -181,9 +201,9 @@ def _normalise_name(name: str) -> str:
     return name[2:] if name.startswith("./") else name
 
 
-def _parse_tsv(data: bytes, path: Path) -> dict[str, RawCaption]:
+def _parse_tsv(data: bytes, path: Path) -> list[Row]:
     """filename<TAB>caption per line, optional header; captions stay bytes, decoded per item."""
-    entries: dict[str, RawCaption] = {}
+    rows: list[Row] = []
     for number, line in enumerate(data.removeprefix(b"\xef\xbb\xbf").splitlines()):
         if not line.strip():
             continue
@@ -191,15 +211,15 @@ def _parse_tsv(data: bytes, path: Path) -> dict[str, RawCaption]:
         file_name = _normalise_name(name.decode("utf-8", "surrogateescape"))
         if number == 0 and file_name.lower() in TSV_HEADER_NAMES:
             continue
-        entries[file_name] = caption
-    return entries
+        rows.append((file_name, caption, number + 1))
+    return rows
 
 
-def _parse_jsonl(data: bytes, path: Path) -> dict[str, RawCaption]:
-    """One object per line with "file"/"image"/"path" and "caption"/"text"."""
-    entries: dict[str, RawCaption] = {}
-    unreadable = 0
-    for line in data.removeprefix(b"\xef\xbb\xbf").splitlines():
+def _parse_jsonl(data: bytes, path: Path) -> list[Row]:
+    """One object per line with "file"/"image"/"path" and "caption"/"text"; a line that is not such
+    an object is a row without a file name."""
+    rows: list[Row] = []
+    for number, line in enumerate(data.removeprefix(b"\xef\xbb\xbf").splitlines()):
         if not line.strip():
             continue
         try:
@@ -212,14 +232,8 @@ def _parse_jsonl(data: bytes, path: Path) -> dict[str, RawCaption]:
             else None
         )
         if not isinstance(file_name, str):
-            unreadable += 1
+            rows.append((None, None, number + 1))
             continue
         caption = next((record[f] for f in JSONL_CAPTION_FIELDS if f in record), None)
-        entries[_normalise_name(file_name)] = caption if isinstance(caption, str) else None
-    if unreadable:
-        log.warning(
-            "%s: %d lines are not JSON objects naming a file; their images count as uncaptioned",
-            path,
-            unreadable,
-        )
-    return entries
+        rows.append((_normalise_name(file_name), caption if isinstance(caption, str) else None, number + 1))
+    return rows

@@ -19,18 +19,25 @@ class BadImage(BadItem):
     """An image that cannot be used: corrupt_image, truncated_image, tiny_image, ..."""
 
 
-def load_rgb(source: str | Path | bytes, min_side: int = 1) -> tuple[Image.Image, str | None]:
-    """Decode fully and return (RGB image, the mode it was converted from or None).
+def load_rgb(source: str | Path | bytes, min_side: int = 1,
+             max_aspect: float | None = None) -> tuple[Image.Image, str | None]:
+    """Decode fully and return (RGB image, the mode it was converted from or None; "animated" for
+    an animation, of which the first frame is kept).
 
     Raises BadImage. Decoding is forced here (`load()`), so a truncated file fails now
     rather than later inside a collate function; PIL's LOAD_TRUNCATED_IMAGES stays off.
+    An image whose long side is more than `max_aspect` times its short one is skipped
+    (extreme_aspect): the square crop every stage takes would keep a sliver of it.
     """
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
             if min(img.size) < min_side:
                 raise BadImage("tiny_image", f"{img.width}x{img.height} < {min_side}")
+            if max_aspect is not None and max(img.size) > max_aspect * min(img.size):
+                raise BadImage("extreme_aspect", f"{img.width}x{img.height}, more than {max_aspect:g}:1")
             img.load()
-            return to_rgb(_upright(img))
+            image, mode = to_rgb(_upright(img))
+            return image, "animated" if getattr(img, "n_frames", 1) > 1 else mode
     except BadImage:
         raise
     except FileNotFoundError as err:

@@ -216,7 +216,7 @@ def write_shards(folder: str | Path, dataset, identity: Mapping[str, Any],
     progress = {"identity": dict(identity), "shard_size": shard_size, "limit": limit}
     if (folder / PROGRESS).is_file() and read_json(folder / PROGRESS) != progress:
         raise CheckpointError(f"{folder} holds a partial run with other settings; choose a new folder or delete it")
-    created = not folder.exists()
+    created = _first_missing(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / PROGRESS, progress)
     try:
@@ -224,15 +224,35 @@ def write_shards(folder: str | Path, dataset, identity: Mapping[str, Any],
     except BaseException:
         if not any(folder.glob("shard_*.safetensors")):  # nothing worth resuming: leave no half-made folder
             (folder / PROGRESS).unlink(missing_ok=True)
-            if created and not any(folder.iterdir()):
-                folder.rmdir()
+            _remove_empty(folder, created)
         raise
     index = (finish or (lambda f: finish_index(f, {**(extra or {}), "identity": dict(identity)})))(folder)
     (folder / PROGRESS).unlink(missing_ok=True)
     return index
 
 
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder of `folder`'s path that does not exist yet (None: it exists)."""
+    missing = None
+    while not folder.exists():
+        missing, folder = folder, folder.parent
+    return missing
+
+
+def _remove_empty(folder: Path, up_to: Path | None) -> None:
+    """Remove `folder` and its parents up to `up_to` (the folders this run made), while empty."""
+    if up_to is None:
+        return
+    while not any(folder.iterdir()):
+        folder.rmdir()
+        if folder == up_to:
+            break
+        folder = folder.parent
+
+
 def _write_all(folder, dataset, encode, shard_size, limit, desc, after_shard) -> None:
+    for leftover in folder.glob(".shard_*"):  # half-written by a killed run (write_atomic's temporaries)
+        leftover.unlink(missing_ok=True)
     done = [int(p.name[6:11]) for p in folder.glob("shard_*.safetensors")]
     start = max(done) + 1 if done else 0  # a shard whose examples were all skipped has no file
     total = None

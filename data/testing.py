@@ -51,6 +51,14 @@ def image_bytes(
     return out.getvalue()
 
 
+def animated_gif_bytes(frames: int = 3, size: tuple[int, int] = (24, 20)) -> bytes:
+    """A GIF of several frames of different greys: readers keep the first and count it."""
+    images = [Image.new("RGB", size, (40 + 60 * i, 20, 200 - 50 * i)) for i in range(frames)]
+    out = io.BytesIO()
+    images[0].save(out, "GIF", save_all=True, append_images=images[1:], duration=100, loop=0)
+    return out.getvalue()
+
+
 def random_bytes(n: int = 300, seed: int = 0) -> bytes:
     return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
 
@@ -94,6 +102,9 @@ def cases() -> list[Case]:
         Case("garbage", "png", random_bytes(), good, skip="corrupt_image"),
         Case("empty_file", "jpg", b"", good, skip="corrupt_image"),
         Case("tiny", "png", image_bytes(size=(30, 4)), good, skip="tiny_image"),
+        Case("strip", "png", image_bytes(size=(6000, 8)), good, skip="extreme_aspect"),
+        Case("animated", "gif", animated_gif_bytes(), good, converted_from="animated",
+             expected_caption="a red circle"),
         Case("no_caption", "png", image_bytes(), None, skip="missing_caption"),
         Case("blank_caption", "png", image_bytes(), b" \t ", skip="empty_caption"),
         Case("latin1_caption", "png", image_bytes(), b"caf\xe9 noir", skip="bad_caption_encoding"),

@@ -99,7 +99,7 @@ class TarShardDataset(torch.utils.data.IterableDataset):
             if image_bytes is None:
                 raise BadItem("missing_image", f"members: {', '.join(sorted(files))}")
             caption = caption_text(_raw_caption(files))
-            image, converted_from = load_rgb(image_bytes, min_side=self.cfg.min_side)
+            image, converted_from = load_rgb(image_bytes, min_side=self.cfg.min_side, max_aspect=self.cfg.max_aspect)
         except BadItem as bad:
             self.skips.add(bad.reason, key, bad.detail)
             return None
@@ -110,7 +110,7 @@ class TarShardDataset(torch.utils.data.IterableDataset):
     def fingerprint(self) -> str:
         """Hash of shard names and sizes and the settings that choose this split's examples."""
         digest = hashlib.sha256(
-            f"webdataset/{self.split}/{self.cfg.val_fraction}/{self.cfg.min_side}".encode()
+            f"webdataset/{self.split}/{self.cfg.val_fraction}/{self.cfg.min_side}/{self.cfg.max_aspect}".encode()
         )
         for shard in self.shards:
             digest.update(f"\0{shard.name}\0{shard.stat().st_size}".encode("utf-8", "surrogateescape"))

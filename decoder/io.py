@@ -23,7 +23,7 @@ def save_decoder(folder: str | Path, decoder: Decoder, clip_spec: ClipSpec) -> P
             f"but the given ClipSpec has {clip_spec.embed_dim} / {clip_spec.text_width}")
     state = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in decoder.state_dict().items()}
     return save_model_folder(folder, state, {CONFIG_FILE.removesuffix(".json"): decoder.cfg,
-                                             SPEC_FILE.removesuffix(".json"): clip_spec})
+                                             SPEC_FILE.removesuffix(".json"): clip_spec.reference()})
 
 
 def load_decoder(folder: str | Path, clip_spec: ClipSpec | None = None,

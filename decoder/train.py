@@ -9,7 +9,6 @@ resized to the decoder's resolution (no flips or crops: captions say left, right
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from clip.shards import EmbeddingShards, shard_skips
 from clip.spec import check_same_clip
 from core.checkpoint import write_json
+from core.cli import ArgumentParser, set_threads, thread_count
 from core.diffusion import training_scheduler, training_target
 from core.errors import ConfigError
 from core.init_from import parent_metrics, start_from
@@ -276,24 +276,22 @@ def _make_evaluate(settings: DecoderSettings, spec, val_shards_dir, out_dir: Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m decoder.train", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m decoder.train", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="demo", help="size preset: smoke, demo, base, paper (default: demo)")
     parser.add_argument("--shards", required=True, help="training embedding shards (with images)")
     parser.add_argument("--val-shards", default=None, help="held-out shards for the evaluation (optional)")
     parser.add_argument("--out", default="runs/decoder", help="output folder (default: runs/decoder)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. train.steps=200 or decoder.noise.prediction=epsilon")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=thread_count(), default=None,
                         help="torch CPU threads (default: torch's choice; 1 is fastest on a contended machine)")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be at least 1")
-        torch.set_num_threads(args.threads)
-    from core.cli import report, run_cli
+    set_threads(args.threads)
+    from core.cli import check_output_dir, report, run_cli
 
     def job():
         settings = settings_for(args.preset, args.overrides)
+        check_output_dir(args.out)
         _, metrics = train_decoder(settings, args.shards, args.out, val_shards_dir=args.val_shards)
         report("decoder", Path(args.out) / "model", metrics)
     return run_cli(job)

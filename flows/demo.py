@@ -12,7 +12,6 @@ real, and runs a variation, an interpolation and a text diff. Everything goes to
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from core.cli import ArgumentParser, check_output_dir, int_in
 from flows.generate import generate_flow
 from flows.interpolate import interpolate_flow
 from flows.presets import CASCADE_PRESETS, CascadeSettings
@@ -211,13 +211,14 @@ def report(summary: dict, out: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="demo", choices=CASCADE_PRESETS)
     parser.add_argument("--data", default=None, metavar="SOURCE[:PATH]",
                         help="emoji (the demo's default), shapes, folder:/path or webdataset:/shards/... (see flows.train)")
     parser.add_argument("--workdir", default="runs", help="checkpoints, shards and model folders (default: runs)")
     parser.add_argument("--out", default="outputs", help="where the images go (default: outputs)")
-    parser.add_argument("--prompts", type=int, default=32, help="held-out and training captions drawn (default: 32)")
+    parser.add_argument("--prompts", type=int_in(2, 1000), default=32, help="held-out and training captions drawn, "
+                        "at least 2 (an interpolation joins two images) (default: 32)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a training setting, e.g. prior.train.steps=500 (repeatable)")
     args = parser.parse_args(argv)
@@ -226,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     def job():
         from flows.presets import cascade_settings
 
-        cascade_settings(args.preset, args.overrides, args.data)  # settings mistakes before Prefect starts
+        # settings mistakes and unwritable folders before Prefect starts
+        cascade_settings(args.preset, args.overrides, args.data)
+        check_output_dir(args.workdir, "--workdir")
+        check_output_dir(args.out)
         report(demo_flow(args.preset, args.workdir, args.out, args.prompts, args.overrides, args.data), args.out)
     return run_flow_cli(job)
 

@@ -12,6 +12,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from core.cli import ArgumentParser, int_in
 from flows import inference as common
 from unclip.errors import SettingsError
 from unclip.pipeline import UnclipPipeline, check_prompts
@@ -45,20 +46,21 @@ def generate_flow(prompts: list[str], num_images: int = 1, seed: int = 0, steps:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m flows.generate", description=__doc__.split("\n")[0],
+    parser = ArgumentParser(prog="python -m flows.generate", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     parser.add_argument("--prompt", action="append", required=True,
                         help="the caption to draw (repeat for several prompts; longer than CLIP's context: truncated "
                              "with a warning)")
-    parser.add_argument("--num-images", type=int, default=1, help="images per prompt (default: 1)")
-    parser.add_argument("--best-of", type=int, default=None,
+    parser.add_argument("--num-images", type=int_in(1, common.MAX_IMAGES), default=1,
+                        help="images per prompt (default: 1)")
+    parser.add_argument("--best-of", type=int_in(1, common.MAX_BEST_OF), default=None,
                         help="prior candidates per image; the one closest to the caption is kept (default: the "
                              "prior's own, else 2)")
-    parser.add_argument("--decoder-best-of", type=int, default=None,
+    parser.add_argument("--decoder-best-of", type=int_in(1, common.MAX_BEST_OF), default=None,
                         help="decodes per image; the one the CLIP reads closest to its image embedding is kept "
                              f"(default: the decoder's own, else {DEFAULT_DECODER_BEST_OF} with a CLIP image tower "
                              "and 1 without; 1 is the paper's single decode)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images sampled together (default: 8); "
+    parser.add_argument("--batch-size", type=int_in(1, common.MAX_BATCH), default=8, help="images sampled together (default: 8); "
                                                                    "results do not depend on it")
     common.add_sampling_options(parser)
     common.add_model_options(parser)
@@ -72,10 +74,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def job():
         prompts = check_prompts(args.prompt)
-        given = [n for n in (args.num_images, args.best_of, args.decoder_best_of, args.batch_size) if n is not None]
-        if min(given) < 1:
-            raise SettingsError("--num-images, --best-of, --decoder-best-of and --batch-size must be at least 1")
-        common.check_out_dir(args.out)
+        if len(prompts) * args.num_images > common.MAX_IMAGES:
+            raise SettingsError(f"{len(prompts)} prompts x --num-images {args.num_images} is more than "
+                                f"{common.MAX_IMAGES} images; split the run")
         common.preflight(args, sampler=common.stage_sampler(args))
         paths, run_id = generate_flow(
             prompts, args.num_images, args.seed, common.stage_steps(args), common.stage_guidance(args),

@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from core.cli import MAX_SEED, check_output_dir, int_in, thread_count
 from unclip import sources as model_sources
 from unclip.errors import SettingsError
 from unclip.loading import inspect_cascade
 from unclip.pipeline import UnclipPipeline, make_plan
 from unclip.provenance import save_run
 from unclip.settings import DEFAULT_GUIDANCE, GUIDED, SAMPLED, parse_stage_values
+
+# Upper bounds of the counts the command lines take: far above any useful run, low enough that a slip
+# of the keyboard ends in a one-line error instead of an hour of sampling or a MemoryError.
+MAX_IMAGES = 1000  # images per prompt, variations, frames, prior draws
+MAX_BEST_OF = 64  # candidates per image (prior or decoder)
+MAX_BATCH = 1024
+MAX_SIDE = 8192  # output side in pixels
 
 MODELS_HELP = ("where the models come from: 'registry' (the MLflow registry, see --ref/--version) or a folder with "
                "subfolders clip/ prior/ decoder/ and optionally upsampler1/ upsampler2/ (default: registry)")
@@ -34,19 +41,21 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--version", default=None, metavar="STAGE=REF,...",
                        help="a version or alias for some stages, e.g. prior=3,decoder=challenger "
                             f"(stages: {', '.join(model_sources.STAGES)})")
-    group.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    group.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1, mps (default: the "
+                                                      "machine's accelerator when it has one, else cpu)")
     group.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                        help="bf16: every stage in bf16 weights (faster where the device has bf16 units and the batch "
                             "is not tiny); auto: per stage the faster of the two, timed here (default: fp32)")
     group.add_argument("--compile", action="store_true",
                        help="torch.compile the networks (GPUs and long runs; compiling takes minutes on a CPU)")
-    group.add_argument("--threads", type=int, default=None,
+    group.add_argument("--threads", type=thread_count(), default=None,
                        help="torch CPU threads (default: torch's; on a busy shared CPU, 1 can be much faster)")
 
 
 def add_sampling_options(parser: argparse.ArgumentParser, steps_flag: str = "--steps", sampler: bool = True) -> None:
     group = parser.add_argument_group("sampling")
-    group.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k (default: 0)")
+    group.add_argument("--seed", type=int_in(0, MAX_SEED), default=0,
+                       help="seed of the first image; image k uses seed + k (default: 0)")
     group.add_argument(steps_flag, dest="sample_steps", default=None, metavar="STAGE=N,...",
                        help=f"sampling steps per stage ({', '.join(SAMPLED)}), e.g. prior=25,decoder=50,upsampler1=7 "
                             "(default: the models' own, else prior 25, decoder 25; upsamplers their configured steps)")
@@ -58,7 +67,7 @@ def add_sampling_options(parser: argparse.ArgumentParser, steps_flag: str = "--s
         group.add_argument("--sampler", default=None, metavar="NAME|STAGE=NAME,...",
                            help="ddim, dpmpp, ddpm or unclip (Karlo's) for every stage, or per stage (the prior has "
                                 "no ddpm) (default: the models' own, else ddim; upsamplers their configured sampler)")
-    group.add_argument("--output-size", type=int, default=None,
+    group.add_argument("--output-size", type=int_in(1, MAX_SIDE), default=None,
                        help="side of the output images: the decoder's or an upsampler's (default: the largest)")
 
 
@@ -85,10 +94,12 @@ def resolve_sources(models: str, ref: str = "champion", versions: Mapping[str, s
 
 def preflight(args: argparse.Namespace, guidance_defaults: Mapping[str, float] | None = None,
               sampler: str | None = None, images: bool = False) -> dict:
-    """Every check that needs no weights: model folders/registry, CLIP identities, sizes and steps;
-    `images`: the command embeds images, which needs a CLIP with an image tower."""
-    if args.threads is not None and args.threads < 1:
-        raise SettingsError(f"--threads must be at least 1, got {args.threads}")
+    """Every check that needs no weights: the output folder, the device, model folders/registry, CLIP
+    identities, sizes and steps; `images`: the command embeds images, which needs a CLIP with an image tower."""
+    from core.devices import check_device
+
+    check_output_dir(args.out)
+    check_device(args.device)
     found = resolve_sources(args.models, args.ref, versions_of(args.version))
     info = inspect_cascade(found)
     if images and not info.spec.has_image_tower:
@@ -124,11 +135,13 @@ def load_pipeline(models: str, ref: str = "champion", versions: Mapping[str, str
                   threads: int | None = None, progress: bool = True) -> UnclipPipeline:
     import torch
 
+    from core.devices import check_device
+
     if threads is not None:
         if threads < 1:
             raise SettingsError(f"--threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = check_device(device)
     found = resolve_sources(models, ref, versions)
     return UnclipPipeline.from_sources(found, device=device, precision=precision, compile=compile, progress=progress)
 
@@ -173,8 +186,3 @@ def print_outputs(paths: Sequence[str], run_id: str | None) -> None:
     if run_id:
         print(f"mlflow run: {run_id}")
 
-
-def check_out_dir(out: str) -> None:
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise SettingsError(f"--out {out} exists and is not a folder")

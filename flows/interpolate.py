@@ -14,8 +14,8 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from core.cli import ArgumentParser, int_in
 from flows import inference as common
-from unclip.errors import SettingsError
 from unclip.images import load_image
 from unclip.manipulate import NOISE_MODES
 from unclip.pipeline import UnclipPipeline
@@ -47,12 +47,12 @@ def interpolate_flow(image_a: str, image_b: str, frames: int = 5, noise: str = "
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m flows.interpolate", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="python -m flows.interpolate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--image-a", required=True, help="the first image (θ = 0)")
     parser.add_argument("--image-b", required=True, help="the last image (θ = 1)")
-    parser.add_argument("--steps", type=int, default=5, help="number of frames from a to b, ends included (default: 5)")
+    parser.add_argument("--steps", type=int_in(2, common.MAX_IMAGES), default=5, help="number of frames from a to b, ends included (default: 5)")
     parser.add_argument("--noise", choices=NOISE_MODES, default="slerp",
                         help="x_T of the frames: slerp of both inversions (ends reconstruct) or one fixed draw of "
                              "--seed (default: slerp)")
@@ -69,9 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     def job():
         load_image(args.image_a)
         load_image(args.image_b)
-        if args.steps < 2:
-            raise SettingsError(f"--steps (frames) must be at least 2, got {args.steps}")
-        common.check_out_dir(args.out)
         common.preflight(args, MANIPULATION_GUIDANCE, images=True)
         paths, run_id = interpolate_flow(
             str(args.image_a), str(args.image_b), args.steps, args.noise, args.seed, common.stage_steps(args),

@@ -16,6 +16,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from core.cli import ArgumentParser, int_in
 from flows import inference as common
 from unclip.errors import SettingsError
 from unclip.images import load_image
@@ -67,7 +68,7 @@ def parse_thetas(text: str, direction: str = "text") -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m flows.text_diff", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="python -m flows.text_diff", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--image", required=True, help="the image to edit (PNG, JPEG, ...)")
@@ -79,12 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="text: slerp towards the normalised CLIP text difference, as in the paper (θ up to "
                         "about 0.5); prior: add θ × the difference of the prior's image embeddings of the two "
                         "captions (θ = 1: the whole edit)")
-    parser.add_argument("--draws", type=int, default=8, help="prior draws averaged per caption for --direction prior")
+    parser.add_argument("--draws", type=int_in(1, common.MAX_IMAGES), default=8, help="prior draws averaged per caption for --direction prior")
     parser.add_argument("--caption", choices=CAPTION_MODES, default="blend",
                         help="blend: the decoder also reads the captions, moving from --from (θ = 0, the image "
                         "itself) to --to (from θ = 0.5 on, or 1 with --direction prior); on the demo's models it "
                         "kept the shape in more edits (README). none: embeddings only, as in the paper")
-    parser.add_argument("--best-of", type=int, default=DEFAULT_EDIT_BEST_OF,
+    parser.add_argument("--best-of", type=int_in(1, common.MAX_BEST_OF), default=DEFAULT_EDIT_BEST_OF,
                         help="decodes per edited frame: the η = 0 one and the rest with --best-of-eta from the same "
                         "x_T; the one CLIP reads closest to the edited embedding is kept (default: "
                         f"{DEFAULT_EDIT_BEST_OF}; 1: the paper's single decode; θ = 0 always reconstructs)")
@@ -104,14 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         (from_caption,) = check_prompts([args.from_caption], "--from caption")
         (to_caption,) = check_prompts([args.to_caption], "--to caption")
         thetas = parse_thetas(args.thetas, args.direction)
-        if args.draws < 1:
-            raise SettingsError(f"--draws must be at least 1, got {args.draws}")
-        if args.best_of < 1:
-            raise SettingsError(f"--best-of must be at least 1, got {args.best_of}")
         if not 0 < args.best_of_eta <= 1:
             raise SettingsError(f"--best-of-eta must lie in (0, 1], got {args.best_of_eta}")
         load_image(args.image)
-        common.check_out_dir(args.out)
         check_caption(args.caption, common.preflight(args, MANIPULATION_GUIDANCE, images=True))
         paths, run_id = text_diff_flow(
             str(args.image), from_caption, to_caption, thetas, args.direction, args.draws, args.seed, args.caption,

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextvars
 import json
 import threading
@@ -27,6 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from clip.shards import EmbeddingShards
 from clip.spec import ClipSpec
 from core import registry
+from core.cli import ArgumentParser, check_output_dir
 from core.config import Config
 from core.devices import default_device
 from core.threads import drop_share, follow_share, post_share
@@ -52,7 +52,7 @@ def _publish(result: StageResult) -> StageResult:
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def fetch_clip_spec(ref: str = registry.CHAMPION) -> ClipSpec:
-    return ClipSpec.load(registry.download_model(MODEL_NAMES["clip"], ref))
+    return ClipSpec.load(registry.download_model(MODEL_NAMES["clip"], ref), own_files=True)
 
 
 @flow(name="train-clip", log_prints=True)
@@ -182,6 +182,14 @@ def train_upsampler_flow(settings: CascadeSettings, stage: int, workdir: str = "
                               force=force))
 
 
+@task(cache_policy=NO_CACHE)
+def register_pipeline() -> str | None:
+    """The champions as one servable model (`mlflow models serve -m models:/unclip-pipeline@champion`)."""
+    from unclip.serving import register_champions
+
+    return register_champions()
+
+
 @flow(name="train-cascade", log_prints=True)
 def train_cascade(preset: str = "demo", overrides: list[str] | None = None, workdir: str = "runs",
                   stages: list[str] | None = None, force: bool = False, data: str | None = None,
@@ -212,26 +220,29 @@ def train_cascade(preset: str = "demo", overrides: list[str] | None = None, work
     results: dict[str, StageResult] = run_lanes(first, 2)  # one lane when the CLIP is alone
     shards = {}
     if {"prior", "decoder"} & set(wanted):
-        spec = ClipSpec.load(results["clip"].folder) if "clip" in results else fetch_clip_spec()
+        spec = ClipSpec.load(results["clip"].folder, own_files=True) if "clip" in results else fetch_clip_spec()
         shards = embed_flow(settings, spec, workdir, _decoder_size(parents.get("decoder")))
     results.update(run_lanes(later, settings.lanes))
     results = {name: results[name] for name in STAGES if name in results}
-    create_markdown_artifact(key="unclip-cascade", markdown="\n".join(r.markdown() for r in results.values()),
+    pipeline = register_pipeline()
+    served = f"\n`unclip-pipeline` version {pipeline}\n" if pipeline else ""
+    create_markdown_artifact(key="unclip-cascade", markdown="\n".join(r.markdown() for r in results.values()) + served,
                              description=f"cascade {preset}")
     return results
 
 
 def summary_line(result: StageResult) -> str:
-    """`stage: model vN (state) gate-metric value, skipped counts`."""
+    """`stage: model vN (state) gate-metric value, skipped and converted counts`."""
     state = "skipped: inputs unchanged" if result.skipped else ("champion" if result.promoted else "challenger")
     gate = GATES.get(result.stage)
     parts = [f"{result.stage}: {result.model_name} v{result.version} ({state})"]
     if gate in result.metrics:
         parts.append(f"{gate} {result.metrics[gate]:.4f}")
-    skipped = {k.removeprefix("data.skipped."): int(v) for k, v in result.metrics.items()
-               if k.startswith("data.skipped.")}
-    if skipped:
-        parts.append("skipped data: " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
+    for kind in ("skipped", "converted"):
+        counts = {k.removeprefix(f"data.{kind}."): int(v) for k, v in result.metrics.items()
+                  if k.startswith(f"data.{kind}.")}
+        if counts:
+            parts.append(f"{kind} data: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return "; ".join(parts)
 
 
@@ -308,8 +319,23 @@ def _shard_inputs(shards: dict[str, str]) -> dict[str, str]:
     return {split: EmbeddingShards.open(folder).fingerprint() for split, folder in shards.items()}
 
 
+def check_before_training(preset: str, overrides: list[str], data: str | None, clip: str | None,
+                          workdir: str) -> CascadeSettings:
+    """Every mistake that needs no training, before Prefect starts: settings, the data's path, the
+    pretrained CLIP's files, a work folder that cannot be written."""
+    from clip.pretrained import parse_clip_ref
+
+    settings = cascade_settings(preset, overrides, data)
+    if settings.clip.data.path is not None:
+        settings.clip.data.existing_path()
+    if clip is not None:
+        parse_clip_ref(clip)
+    check_output_dir(workdir, "--workdir")
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.train", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m flows.train", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="demo", choices=CASCADE_PRESETS)
     parser.add_argument("--data", default=None, metavar="SOURCE[:PATH]",
                         help="the images every stage reads: shapes (built in), folder:/path (images with captions.tsv, "
@@ -332,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     from flows.runtime import run_flow_cli
 
     def job():
-        cascade_settings(args.preset, args.overrides, args.data)  # every settings mistake before Prefect starts
+        check_before_training(args.preset, args.overrides, args.data, args.clip, args.workdir)
         check_init_from(args.init_from, args.clip, args.stage)  # and every bad --init-from reference
         results = train_cascade(args.preset, args.overrides, args.workdir, args.stage, args.force, args.data,
                                 args.clip, args.init_from)

@@ -13,8 +13,8 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from core.cli import ArgumentParser, float_in, int_in
 from flows import inference as common
-from unclip.errors import SettingsError
 from unclip.images import load_image
 from unclip.pipeline import UnclipPipeline
 from unclip.settings import MANIPULATION_GUIDANCE
@@ -43,12 +43,13 @@ def variations_flow(image: str, num_images: int = 4, eta: float = 0.5, seed: int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m flows.variations", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="python -m flows.variations", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--image", required=True, help="the image to vary (PNG, JPEG, ...)")
-    parser.add_argument("--num-images", "-n", type=int, default=4, help="number of variations (default: 4)")
-    parser.add_argument("--eta", type=float, default=0.5, help="DDIM η in [0, 1]: 0 reconstructs (default: 0.5)")
+    parser.add_argument("--num-images", "-n", type=int_in(1, common.MAX_IMAGES), default=4,
+                        help="number of variations (default: 4)")
+    parser.add_argument("--eta", type=float_in(0, 1), default=0.5, help="DDIM η in [0, 1]: 0 reconstructs (default: 0.5)")
     common.add_sampling_options(parser, sampler=False)
     common.add_model_options(parser)
     common.add_output_options(parser, "outputs/variations")
@@ -61,10 +62,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def job():
         load_image(args.image)
-        if args.num_images < 1 or not 0 <= args.eta <= 1:
-            raise SettingsError(f"--num-images must be at least 1 and --eta in [0, 1], got {args.num_images} "
-                                f"and {args.eta}")
-        common.check_out_dir(args.out)
         common.preflight(args, MANIPULATION_GUIDANCE, images=True)
         paths, run_id = variations_flow(
             str(args.image), args.num_images, args.eta, args.seed, common.stage_steps(args),

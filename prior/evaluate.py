@@ -11,7 +11,6 @@ accuracy of the predicted embeddings (and of the true image embeddings, CLIP's c
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from core.cli import ArgumentParser
 from core.diffusion import training_scheduler, training_target
 from data.probes import prefixed, probe_for
 from prior.config import PriorEvalConfig
@@ -162,7 +162,7 @@ def clip_text_embedder(spec) -> EmbedText:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m prior.evaluate", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m prior.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--prior", required=True, help="a saved prior folder")
     parser.add_argument("--shards", required=True, help="held-out embedding shards (with the same CLIP)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

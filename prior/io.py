@@ -3,7 +3,7 @@
     model.safetensors   weights; the embedding normalisation stats are `prior.clip_mean` and
                         `prior.clip_std` (where diffusers/Karlo keep them)
     prior_config.json   PriorConfig (sizes, noise process, guidance dropout, normalisation rule)
-    clip_spec.json      the CLIP whose embeddings it was trained on
+    clip_spec.json      the CLIP whose embeddings it was trained on (its identity; the CLIP folder is loaded)
     train_info.json     where it came from (shards, step, metrics); informative only
 """
 
@@ -29,7 +29,7 @@ def save_prior(folder: str | Path, prior: DiffusionPrior, spec: ClipSpec,
                info: Mapping[str, Any] | None = None) -> Path:
     """Write the folder atomically (the old one, if any, is replaced as a whole)."""
     prior.stats()  # refuse to save a prior whose normalisation was never set
-    configs = {CONFIG_FILE.removesuffix(".json"): prior.config, SPEC_FILE.removesuffix(".json"): spec}
+    configs = {CONFIG_FILE.removesuffix(".json"): prior.config, SPEC_FILE.removesuffix(".json"): spec.reference()}
     if info is not None:
         configs[INFO_FILE.removesuffix(".json")] = dict(info)
     return save_model_folder(folder, prior, configs)

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from pydantic import Field
 
 from clip.shards import EmbeddingShards, shard_skips
 from clip.spec import check_same_clip
+from core.cli import ArgumentParser
 from core.config import Config, apply_overrides, pick_preset
 from core.diffusion import NoiseConfig, training_scheduler, training_target
 from core.errors import ConfigError, UnclipError
@@ -176,7 +176,7 @@ def train_prior(settings: PriorTrainSettings, shards_dir: str | Path, out_dir: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m prior.train", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m prior.train", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="demo", choices=list(PRESETS), help="size preset (default: demo)")
     parser.add_argument("--shards", required=True, help="training embedding shards (python -m clip.embed)")
     parser.add_argument("--val-shards", help="held-out embedding shards to evaluate on")
@@ -184,10 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. train.steps=500 or prior.layers=6 (repeatable)")
     args = parser.parse_args(argv)
-    from core.cli import report, run_cli
+    from core.cli import check_output_dir, report, run_cli
 
     def job():
         settings = settings_for(args.preset, args.overrides)
+        check_output_dir(args.out)
         folder, metrics = train_prior(settings, args.shards, args.out, val_shards_dir=args.val_shards)
         report("prior", folder, metrics)
     return run_cli(job)

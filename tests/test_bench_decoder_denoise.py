@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,7 +76,9 @@ def test_starting_from_the_draft_of_a_decoder_without_one_is_refused(decoder_and
 def test_best_of_rows_and_a_second_clip_as_judge(decoder_and_shards, tmp_path_factory, tmp_path):
     root = decoder_and_shards
     out = root / "best.json"
-    judge = shared_open_clip(tmp_path_factory).save(tmp_path / "judge").parent  # the shards' own CLIP as judge
+    source = shared_open_clip(tmp_path_factory)  # the shards' own CLIP as judge, as a model folder of its own
+    judge = shutil.copytree(Path(source.model).parent, tmp_path / "judge")
+    source.save(judge)
     args = ["--images", "4", "--timesteps", "", "--best-of", "1,3", "--judge", str(judge), "--json", str(out)]
     assert run(root, *args) == 0
     rows = json.loads(out.read_text())["rows"]

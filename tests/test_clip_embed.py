@@ -88,7 +88,7 @@ def test_command_line_preset_embeds_the_split_that_preset_trains_on(spec, tmp_pa
     from clip.train import settings_for
 
     val_size = settings_for("smoke").data.val_size  # the smoke CLIP's held-out split, not the dataset default
-    folder = spec.save(tmp_path / "clip").parent
+    folder = spec.save(tmp_path / "clip")  # a spec file naming the CLIP's files where they are
     assert main(["--clip", str(folder), "--preset", "smoke", "--split", "val", "--image-size", "0",
                  "--out", str(tmp_path / "val")]) == 0
     assert EmbeddingShards.open(tmp_path / "val").count == val_size != DatasetConfig().val_size

@@ -88,3 +88,10 @@ def test_probes_run_only_for_their_datasets_captions():
     assert probe_for(shapes).name == "shapes"
     assert probe_for(["a photo of a dog", *shapes]) is None
     assert probe_for([]) is None
+
+
+def test_kid_of_unit_embeddings_is_not_squashed_to_zero():
+    real = F.normalize(features(200, 0, dim=128), dim=-1)
+    shifted = F.normalize(features(200, 1, dim=128, shift=0.3), dim=-1)
+    assert kid(real, shifted)[0] > 0.05, "directions are compared, whatever their length"
+    assert kid(real * 5, shifted)[0] == pytest.approx(kid(real, shifted)[0])

@@ -90,9 +90,9 @@ def test_jsonl_details(tmp_path, caplog):
         ds = open_dataset(folder(tmp_path, val_fraction=1e-9), "train")
         got = {e.key: e.caption for e in ds}
     assert got == {"a.png": "by image/text", "d.png": "d"}
-    assert ds.skips.skipped == {"missing_caption": 2}
+    assert ds.skips.skipped == {"missing_caption": 2, "bad_caption_row": 1, "caption_without_image": 1}
     messages = " ".join(r.getMessage() for r in caplog.records)
-    assert "not JSON objects" in messages and "name no image" in messages
+    assert "captions.jsonl line 3" in messages and "gone.png" in messages
 
 
 def test_fingerprint_tracks_contents(tmp_path):

@@ -82,3 +82,15 @@ def test_prefect_yaml_declares_every_stage():
         module, func = d["entrypoint"].split(":")
         assert (ROOT / module).is_file() and f"def {func}(" in (ROOT / module).read_text(), d["entrypoint"]
         assert d["work_pool"]["name"] == "unclip-process"
+
+
+def test_uis_are_published_on_loopback_and_nothing_runs_as_root(compose):
+    """The MLflow and Prefect UIs have no authentication: loopback unless PUBLISH_HOST says otherwise."""
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert port.startswith("${PUBLISH_HOST:-127.0.0.1}:"), (name, port)
+        assert service.get("user") not in ("root", "0"), name
+    example = dict(line.split("=", 1) for line in (DOCKER / ".env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert example["PUBLISH_HOST"] == "127.0.0.1"
+    assert example["POSTGRES_PASSWORD"] == "", "an example password would pass compose's check"

@@ -89,11 +89,14 @@ def test_generation_loads_every_part_by_alias(cascade):
 
 
 def test_pipeline_pyfunc_loads_and_predicts(cascade):
+    """flows.train registered the champions as unclip-pipeline, once per set of champions."""
     import pandas as pd
 
-    folders = {stage: result.folder for stage, result in cascade.items()}
-    registry.log_pipeline_model(folders)
-    model = registry.load_pipeline_model("champion")
+    from unclip.serving import PIPELINE_MODEL, load_pipeline, register_champions
+
+    assert "champion" in registry.registered_models()[PIPELINE_MODEL]
+    assert register_champions() == register_champions()  # nothing new to register
+    model = load_pipeline("champion")
     out = model.predict(pd.DataFrame({"prompt": ["a large blue square at the top on a white background"],
                                       "seed": [1], "steps": ["prior=2,decoder=2,upsampler1=2,upsampler2=2"]}))
     image = Image.open(io.BytesIO(base64.b64decode(out["image_png_base64"][0])))

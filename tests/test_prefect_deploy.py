@@ -41,7 +41,9 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
 @pytest.fixture()
 def server(tmp_path):
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # MLflow exports the tracking URI an earlier test chose: the worker must use this test's own store
+    inherited = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = {**inherited, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "UNCLIP_MLFLOW_DIR": str(tmp_path / "mlruns"),
            "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_DATABASE_CONNECTION_URL":
            f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}"}

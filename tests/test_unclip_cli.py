@@ -48,7 +48,10 @@ def picture(tmp_path_factory):
 
 
 def run(main, argv, capsys):
-    code = main([str(a) for a in argv])
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as done:  # argparse: --help, and options out of range
+        code = done.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -167,21 +170,21 @@ def test_user_errors_are_one_line(models, picture, tmp_path, capsys):
         (generate.main, ["--prompt", "x", "--output-size", 48, *base], "output size 48 is impossible"),
         (generate.main, ["--prompt", "x", "--steps", "decoder=5000", *base], "between 1 and 50"),
         (generate.main, ["--prompt", "x", "--steps", "decodr=5", *base], "unknown stage 'decodr'"),
-        (generate.main, ["--prompt", "x", "--num-images", 0, *base], "at least 1"),
-        (generate.main, ["--prompt", "x", "--decoder-best-of", 0, *base], "--decoder-best-of.*at least 1"),
+        (generate.main, ["--prompt", "x", "--num-images", 0, *base], "--num-images: must be between 1"),
+        (generate.main, ["--prompt", "x", "--decoder-best-of", 0, *base], "--decoder-best-of: must be between 1"),
         (generate.main, ["--prompt", "x", "--models", "registry", "--ref", "nightly", "--no-mlflow"],
          "no version or alias 'nightly'|no registered model 'unclip-clip'"),
         (variations.main, ["--image", tmp_path / "missing.png", *base], "does not exist"),
         (variations.main, ["--image", not_image, *base], "not an image"),
         (variations.main, ["--image", picture, "--eta", 3, *base], "eta"),
-        (interpolate.main, ["--image-a", picture, "--image-b", picture, "--steps", 1, *base], "at least 2"),
+        (interpolate.main, ["--image-a", picture, "--image-b", picture, "--steps", 1, *base], "between 2"),
         (text_diff.main, ["--image", picture, "--from", "", "--to", "b", *base], "from caption is empty"),
         (text_diff.main, ["--image", picture, "--from", "a", "--to", "b", "--thetas", "0,x", *base], "thetas"),
         (text_diff.main, ["--image", picture, "--from", "a", "--to", "b", "--thetas", "1.5", *base], r"\[0, 1\]"),
         (text_diff.main, ["--image", picture, "--from", "a", "--to", "b", "--direction", "prior", "--draws", 0, *base],
-         "--draws must be at least 1"),
+         "--draws: must be between 1"),
         (text_diff.main, ["--image", picture, "--from", "a", "--to", "b", "--best-of", 0, *base],
-         "--best-of must be at least 1"),
+         "--best-of: must be between 1"),
         (text_diff.main, ["--image", picture, "--from", "a", "--to", "b", "--best-of-eta", 0, *base],
          r"--best-of-eta must lie in \(0, 1\]"),
         (text_diff.main, ["--image", picture, "--from", "a", "--to", "b", "--guidance", "decoder=2", *base],

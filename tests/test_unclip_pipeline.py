@@ -253,8 +253,10 @@ def test_impossible_sizes_and_steps(pipe):
         pipe.generate("a red circle", steps={"prior": "many"})
     with pytest.raises(SettingsError, match="unknown stage"):
         pipe.generate("a red circle", steps={"upsampler3": 2})
-    with pytest.raises(SettingsError, match=">= 1"):
+    with pytest.raises(SettingsError, match=r"in \[1, 50\]"):
         pipe.generate("a red circle", guidance={"decoder": -1})
+    with pytest.raises(SettingsError, match=r"in \[1, 50\]"):
+        pipe.generate("a red circle", guidance={"decoder": 1e30})
     with pytest.raises(SettingsError, match="unknown sampler"):
         pipe.generate("a red circle", sampler="euler")
     with pytest.raises(SettingsError, match="at least 2 frames"):

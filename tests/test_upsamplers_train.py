@@ -155,3 +155,16 @@ def test_cli_trains_the_smoke_preset_and_writes_a_model_folder(tmp_path, capsys)
     assert {"psnr", "bicubic_psnr", "sharpness"} <= set(json.loads((folder / "metrics.json").read_text()))
     assert main(["--stage", "1", "--preset", "nope", "--out", str(out)]) == 2
     assert "unknown stage-1 upsampler preset 'nope'" in capsys.readouterr().err
+
+
+def test_flat_noise_sees_grain_on_flat_regions_only():
+    from upsamplers.evaluate import flat_mask, flat_noise
+
+    truth = squares(4).float() / 127.5 - 1
+    mask = flat_mask(truth)
+    assert 0.3 < float(mask.mean()) < 1.0, "the squares' edges are not flat, their insides and backgrounds are"
+    assert flat_noise(truth, mask) < 1e-6
+    grain = (truth + 0.1 * torch.randn_like(truth)).clamp(-1, 1)
+    assert flat_noise(grain, mask) > 0.02
+    blurred = torch.nn.functional.avg_pool2d(truth, 3, stride=1, padding=1, count_include_pad=False)
+    assert flat_noise(blurred, mask) < 0.5 * flat_noise(grain, mask), "softer edges are not grain"

@@ -33,7 +33,7 @@ def pictures(images: Images) -> list[Image.Image]:
 def champion_encoder() -> ClipEncoder:
     from core.registry import download_model
 
-    return load_encoder(ClipSpec.load(download_model("unclip-clip")))
+    return load_encoder(ClipSpec.load(download_model("unclip-clip"), own_files=True))
 
 
 def image_metrics(images: Images, prompts: Sequence[str], encoder: ClipEncoder, pool: Sequence[str] | None = None,

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from clip import ClipEncoder, ClipSpec, check_same_clip, load_encoder
-from clip.spec import SPEC_FILE, is_local_path
+from clip.spec import SPEC_FILE
 from core.checkpoint import read_json
 from core.config import Config
 from core.errors import CheckpointError, ConfigError
@@ -103,7 +103,8 @@ def load_cascade(sources: Sources, device: str | torch.device = "cpu", compile: 
 
     info = inspect_cascade(sources)
     device = torch.device(device)
-    encoder = load_encoder(_loadable_spec(info.spec, sources["clip"].folder), device)
+    # the CLIP folder's own files, checked against the sha256 of its spec: never the files training left
+    encoder = load_encoder(ClipSpec.load(sources["clip"].folder, own_files=True), device)
     prior = load_prior(sources["prior"].folder, expected_spec=info.spec, device=device)
     decoder = _load_decoder(sources["decoder"].folder, info.spec, device)
     ups = {stage: load_upsampler(sources[stage].folder, device) for stage in ("upsampler1", "upsampler2")
@@ -135,17 +136,3 @@ def _read_config(folder: Path, name: str, kind: type[Config], what: str) -> Conf
     except ConfigError as err:
         raise CheckpointError(f"{folder / name}: {err}") from None
 
-
-def _loadable_spec(spec: ClipSpec, folder: Path) -> ClipSpec:
-    """The spec with its local files looked up in `folder` when they are not where training left them
-    (a registry download or a copied folder); the identity (fingerprint) is checked on load."""
-    changes = {}
-    for name in ("model", "pretrained"):
-        value = getattr(spec, name)
-        if is_local_path(spec.backend, name, value) and not Path(value).exists():
-            moved = folder / Path(value).name
-            if spec.backend == "hf":
-                moved = folder
-            if moved.exists():
-                changes[name] = str(moved)
-    return spec.override(**changes) if changes else spec

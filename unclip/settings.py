@@ -44,6 +44,9 @@ DEFAULT_STEPS: dict[str, int | None] = {"prior": 25, "decoder": 25, "upsampler1"
 # candidates were one draw repeated (seeds 2**32 apart, which torch's CPU generator cannot tell apart;
 # core/seeds.py). With distinct draws, a later run's models: best of 1 / 2 0.83 / 0.84 (96 images).
 DEFAULT_GUIDANCE: dict[str, float] = {"prior": 1.0, "decoder": 1.0}
+# The paper and Karlo guide at 10 or less; far above it every image saturates, and at 1e30 the
+# guided noise overflows and decodes to black.
+MAX_GUIDANCE = 50.0
 # Decodes per generated image, the one whose CLIP embedding comes back closest to the prior's kept
 # (decoder/best_of.py; the paper decodes once: 1). On a demo run's models (96 images of 24 held-out
 # prompts, 128 px, `bench/bench_generation.py --prompts 24 --decoder-best-of 1 --decoder-best-of 4`)
@@ -94,8 +97,8 @@ def guidance_for(overrides: Mapping[str, Any] | None, defaults: Mapping[str, flo
     for stage, value in _known(overrides, GUIDED, "guidance").items():
         scale = _float(value, f"{stage} guidance")
         low = 1.0 if stage == "decoder" else 0.0  # the decoder guides ε only, from 1 (unguided) up
-        if scale < low:
-            raise SettingsError(f"{stage} guidance must be >= {low:g} (1 = unguided), got {scale}")
+        if not low <= scale <= MAX_GUIDANCE:
+            raise SettingsError(f"{stage} guidance must lie in [{low:g}, {MAX_GUIDANCE:g}] (1 = unguided), got {scale}")
         guidance[stage] = scale
     return guidance
 

@@ -4,7 +4,8 @@ PSNR and SSIM (Gaussian window 11, σ 1.5, on [0, 1] pixels) against the ground 
 sharpness ratio: RMS gradient magnitude of the output over that of the ground truth (1.0 is as
 sharp as the truth; blur lowers it, noise raises it). The RMS, not the mean: the mean gradient
 magnitude is the total variation, which blurring a monotone edge leaves unchanged (and bicubic
-ringing raises), while the RMS falls as 1/sqrt(edge width). Images are [B, 3, H, W] in [-1, 1].
+ringing raises), while the RMS falls as 1/sqrt(edge width). Flat noise: what an upsampler adds where
+the truth is one colour (`flat_mask`), beside the truth's own. Images are [B, 3, H, W] in [-1, 1].
 """
 
 from __future__ import annotations
@@ -64,9 +65,28 @@ def sharpness(x: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return gradient_rms(x) / gradient_rms(truth).clamp_min(1e-8)
 
 
+def flat_mask(truth: torch.Tensor, window: int = 5, tolerance: float = 2 / 255) -> torch.Tensor:
+    """[B, 1, H, W]: pixels whose whole window in the ground truth is one colour (within `tolerance` on
+    [0, 1]): backgrounds and fills, where an upsampler should add nothing."""
+    u = _unit(truth)
+    high = F.max_pool2d(u, window, stride=1, padding=window // 2)
+    low = -F.max_pool2d(-u, window, stride=1, padding=window // 2)
+    return ((high - low).amax(1, keepdim=True) <= tolerance).float()
+
+
+def flat_noise(x: torch.Tensor, mask: torch.Tensor, window: int = 5) -> float:
+    """RMS of what is left of `x` after a local mean, over the flat pixels of `mask`, on [0, 1] pixels:
+    the grain or ringing an upsampler adds where the truth is flat."""
+    u = _unit(x)
+    residual = u - F.avg_pool2d(u, window, stride=1, padding=window // 2, count_include_pad=False)
+    weight = mask.expand_as(residual)
+    return float((residual.square() * weight).sum().div(weight.sum().clamp_min(1)).sqrt())
+
+
 def image_metrics(x: torch.Tensor, truth: torch.Tensor, prefix: str = "") -> dict[str, float]:
     return {f"{prefix}psnr": float(psnr(x, truth).mean()), f"{prefix}ssim": float(ssim(x, truth).mean()),
-            f"{prefix}sharpness": float(sharpness(x, truth).mean())}
+            f"{prefix}sharpness": float(sharpness(x, truth).mean()),
+            f"{prefix}flat_noise": flat_noise(x, flat_mask(truth))}
 
 
 def side_by_side(low_res: torch.Tensor, bicubic: torch.Tensor, output: torch.Tensor, truth: torch.Tensor) -> Image.Image:
@@ -93,6 +113,9 @@ def evaluate_upsampler(model: Upsampler, high_res: torch.Tensor, *, steps: int |
     output = upsample(model, low, steps=steps, aug_level=aug_level, seeds=seeds, tile=tile).cpu()
     truth = high_res.float().cpu()
     metrics: dict[str, float | Image.Image] = {**image_metrics(output, truth), **image_metrics(bicubic, truth, "bicubic_")}
+    mask = flat_mask(truth)
+    metrics["flat_noise_truth"] = flat_noise(truth, mask)
+    metrics["flat_share"] = float(mask.mean())
     n = min(max_images_shown, truth.shape[0])
     metrics["side_by_side"] = side_by_side(low[:n], bicubic[:n], output[:n], truth[:n])
     return metrics

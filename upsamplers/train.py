@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from core.checkpoint import write_json
+from core.cli import ArgumentParser, set_threads, thread_count
 from core.diffusion import training_scheduler, training_target
 from core.errors import ConfigError
 from core.init_from import parent_metrics, start_from
@@ -122,25 +122,23 @@ def train_upsampler(settings: UpsamplerTrainSettings, out_dir: str | Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m upsamplers.train", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m upsamplers.train", description=__doc__.split("\n")[0])
     parser.add_argument("--stage", type=int, default=1, choices=sorted(PRESETS), help="1: 64→256, 2: 256→1024")
     parser.add_argument("--preset", default="demo", help="smoke, demo, base or paper (default: demo)")
     parser.add_argument("--out", default=None, help="output folder (default: runs/upsampler<stage>)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. train.steps=200 or upsampler.sample_steps=8 (repeatable)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=thread_count(), default=None,
                         help="torch CPU threads (1 is often fastest on a shared, busy CPU)")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from core.cli import run_cli
+    set_threads(args.threads)
+    from core.cli import check_output_dir, report, run_cli
 
     def job():
         settings = settings_for(args.stage, args.preset, args.overrides)
-        folder, metrics = train_upsampler(settings, args.out or f"runs/upsampler{args.stage}")
-        print(f"upsampler written to {folder}")
-        for key, value in sorted(metrics.items()):
-            print(f"  {key}: {value:.4f}")
+        out = check_output_dir(args.out or f"runs/upsampler{args.stage}")
+        folder, metrics = train_upsampler(settings, out)
+        report("upsampler", folder, metrics)
     return run_cli(job)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 
+from core.cli import ArgumentParser
 from data.config import DatasetConfig
 from data.emoji.build import INDEX, cache_folder, open_svg_set, pair_names
 from data.emoji.dataset import EmojiDataset, split_assignment
@@ -19,7 +20,7 @@ SIBLINGS = 3
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data.emoji", description=__doc__,
+    parser = ArgumentParser(prog="python -m data.emoji", description=__doc__,
                                      epilog=_wheel_summary(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image-size", type=int, default=64, help="picture side in pixels (default 64)")
     parser.add_argument("--split", default="train", choices=["train", "val"], help="the split to show examples of")

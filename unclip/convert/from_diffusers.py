@@ -49,8 +49,8 @@ def convert_from_diffusers(folder: str | Path, out: str | Path, image_encoder: s
         spec = save_clip_folder(out / "clip", text_encoder, tokenizer, vision, processor)
     empty = empty_caption(text_encoder, tokenizer)
     del text_encoder, vision
-    spec = spec.relative_to(out / "clip")
-    stage_spec = spec.override(model="../clip")  # where the CLIP lies in this layout; identity ignores it
+    spec = ClipSpec.load(out / "clip", own_files=True)
+    stage_spec = spec.reference()  # a prior's or decoder's spec only identifies the CLIP
     defaults = pipeline_defaults()
     folders = {"clip": out / "clip"}
     with part("prior"):
