@@ -3,7 +3,7 @@
 The same computation as diffusers' `AttnAddedKVProcessor2_0`, except that on the CPU a bf16 query, key and
 value are attended to in fp32: torch's CPU flash attention is slower in bf16 than in fp32 (forward and,
 far more, backward; docs/experiments/speed.md), and the projections around it keep their bf16 matmuls;
-and the tokens and the output keep the layout the convolutions around them run fast in.
+and the projections get contiguous tokens.
 """
 
 from __future__ import annotations
@@ -49,11 +49,6 @@ class AddedKVAttention(AttnAddedKVProcessor2_0):
         hidden_states = attend(query, key, value, attention_mask)
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, residual.shape[1])
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
-        # back in the residual's layout: diffusers' reshape of the transposed tokens is channels-last, which
-        # makes every later convolution copy its weight and every group norm take its slow path
-        layout = torch.channels_last if _channels_last(residual) else torch.contiguous_format
-        return residual + hidden_states.transpose(-1, -2).reshape(residual.shape).contiguous(memory_format=layout)
-
-
-def _channels_last(x: Tensor) -> bool:
-    return x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        # diffusers' layout (channels-last after the reshape), kept: the residual's layout was no faster in bf16
+        # and moved a Karlo decoder's samples off diffusers' own by far more than rounding
+        return hidden_states.transpose(-1, -2).reshape(residual.shape) + residual
