@@ -136,8 +136,8 @@ def training_figures(training: stages.Training, steps: int) -> dict:
     tail = max(1, steps // 4)
     last = {p: statistics.fmean(v[-tail:]) for p, v in losses.items()}
     error = {p: statistics.stdev(v[-tail:]) / math.sqrt(tail) if tail > 1 else math.nan for p, v in losses.items()}
-    return {"batch": len(training.batches[0]["images"]) if isinstance(training.batches[0], dict)
-            else len(training.batches[0][0]), "steps": steps, "seconds": seconds,
+    first = training.batches[0]
+    return {"batch": len(next(iter(first.values())) if isinstance(first, dict) else first[0]), "steps": steps, "seconds": seconds,
             "ratio": seconds["fp32"] / seconds["bf16"], "last_quarter_loss": last, "standard_error": error,
             "losses": losses}
 
@@ -167,7 +167,8 @@ def bench(args: argparse.Namespace) -> dict:
     steps = max(2, args.curve_steps)
     count = min(steps, 64)
     trainings = [stages.decoder_training(decoder, decoder_settings, count),
-                 *(stages.upsampler_training(model, settings, count) for model, settings in ups.values())]
+                 *(stages.upsampler_training(model, settings, count) for model, settings in ups.values()),
+                 stages.prior_training(prior, count, 16 if args.tiny else 128), stages.clip_training(args.tiny, count)]
     report["training"] = {}
     for training in trainings:
         if wanted is not None and training.name not in wanted:

@@ -196,3 +196,30 @@ def trainer_for(training: Training, precision: str, lr: float = 1e-3):
         return loss.item()
 
     return step
+
+
+def prior_training(prior, count: int, batch: int) -> Training:
+    from prior.train import make_loss
+
+    text, targets = fake_text(count * batch, seed=12), unit_embeds(count * batch, seed=13)
+    x0 = prior.normalise(targets)
+    batches = [{"x0": x0[i * batch:(i + 1) * batch], "text_embeds": text.embeds[i * batch:(i + 1) * batch],
+                "tokens": text.tokens[i * batch:(i + 1) * batch], "mask": text.mask[i * batch:(i + 1) * batch]}
+               for i in range(count)]
+    return Training("prior", copy.deepcopy(prior).train(), make_loss(prior.config.noise, prior.config.cond_drop),
+                    batches, False)
+
+
+def clip_training(tiny: bool, count: int) -> Training:
+    from clip.train import make_loss, settings_for
+
+    settings = settings_for("smoke" if tiny else "demo")
+    b, size = settings.train.batch_size, settings.model.image_size
+    torch.manual_seed(0)
+    model = settings.model.build()
+    images = shapes_images(min(count * b, 256), size, seed=14)
+    g = torch.Generator().manual_seed(15)
+    batches = [(images[torch.randint(0, len(images), (b,), generator=g)],
+                torch.randint(1, 49000, (b, settings.model.context_length), generator=g)) for _ in range(count)]
+    return Training("clip", model, make_loss(1, 0, settings.augment, settings.channels_last), batches,
+                    settings.channels_last)
