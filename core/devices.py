@@ -3,8 +3,6 @@ and the precision a sampling stage runs in."""
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
-
 import torch
 
 from core.errors import ConfigError
@@ -36,12 +34,3 @@ def check_device(name: str | torch.device | None) -> torch.device:
     if device.index is not None and device.index >= count:
         raise ConfigError(f"device {str(name)!r} does not exist: this machine has {count} {device.type} device(s)")
     return device
-
-
-def autocast(precision: str, device: torch.device) -> AbstractContextManager:
-    """fp32 as it is, or bf16 autocast on `device` (fast on GPUs and CPUs with AMX, slow on CPUs without bf16)."""
-    if precision == "fp32":
-        return nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise ConfigError(f"precision must be fp32 or bf16, got {precision!r}")

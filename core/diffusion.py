@@ -165,15 +165,19 @@ def training_target(scheduler: DDPMScheduler, x0, noise, t) -> torch.Tensor:
 
 def guided(model: Callable[..., torch.Tensor], cond: Mapping[str, torch.Tensor],
            uncond: Mapping[str, torch.Tensor], scale: float | torch.Tensor,
-           guided_channels: int | None = None) -> Denoise:
+           guided_channels: int | None = None,
+           prepare: Callable[[dict[str, torch.Tensor]], Mapping[str, object]] | None = None) -> Denoise:
     """Classifier-free guidance as one wrapper: conditional and unconditional branches share one
     batched forward pass; scale 1 is the plain conditional model. A tensor scale [B] gives each sample
     its own (0 to 1 mixes two conditions: uncond + w·(cond − uncond)). With `guided_channels`, only
     those first output channels are guided and the rest (a learned variance) come from the conditional
-    branch, as in GLIDE and diffusers' unCLIP pipeline."""
+    branch, as in GLIDE and diffusers' unCLIP pipeline. `prepare` turns the (batched) conditions into the
+    model's keyword arguments once, for work that does not change from step to step."""
+    prepare = prepare or dict
     if not isinstance(scale, torch.Tensor) and scale == 1.0:
-        return lambda x, t: model(x, t, **cond)
-    both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
+        plain = prepare(dict(cond))
+        return lambda x, t: model(x, t, **plain)
+    both = prepare({k: torch.cat([uncond[k], cond[k]]) for k in cond})
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out_uncond, out_cond = model(torch.cat([x, x]), torch.cat([t, t]), **both).chunk(2)

@@ -22,12 +22,15 @@ from typing import Any, Literal, Protocol
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from pydantic import Field
 from tqdm.auto import tqdm
 
 from core.config import Config
 from core.ema import EMA
 from core.errors import ConfigError, UnclipError
+from core.memory import keep_freed_memory
+from core.precision import autocast, resolve
 from core.threads import follow_share
 from core.train_state import find_latest, load_checkpoint, remove_staging, save_checkpoint
 
@@ -45,7 +48,9 @@ class TrainConfig(Config):
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine decays to lr * min_lr_ratio")
     grad_clip: float | None = Field(1.0, gt=0)
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = Field(
+        "no", description="bf16/fp16 autocast with fp32 master weights; auto: bf16 if the stage's own step is faster "
+        "in it on this machine (timed before the first step, core.precision), else fp32")
     ema_decay: float = Field(0.999, ge=0, lt=1)
     checkpoint_every: int = Field(0, ge=0, description="0: only at the end")
     keep_checkpoints: int = Field(2, gt=0)
@@ -75,12 +80,15 @@ class FitResult:
     step: int
     metrics: dict[str, float] = field(default_factory=dict)
     losses: list[tuple[int, float]] = field(default_factory=list)
+    precision: str = "no"
 
 
 def make_accelerator(mixed_precision: str = "no") -> Accelerator:
     """An Accelerator for this machine: accelerate only forms a multi-process CPU (gloo) group when
-    told it runs on the CPU, so say so whenever no accelerator device is present."""
-    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.accelerator.is_available())
+    told it runs on the CPU, so say so whenever no accelerator device is present. With `auto` the training
+    loop chooses and applies the autocast itself (`fit`)."""
+    return Accelerator(mixed_precision="no" if mixed_precision == "auto" else mixed_precision,
+                       cpu=not torch.accelerator.is_available())
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -113,6 +121,7 @@ class _Stream:
         self.batches, self.rank, self.world = batches, rank, world
         self.epoch, self.offset = epoch, offset
         self._it = self._open(skip=offset)
+        self._ahead: tuple[Any, tuple[int, int]] | None = None
 
     def _open(self, skip: int) -> Iterator[Any]:
         it = iter(self.batches(self.epoch, self.rank, self.world))
@@ -120,7 +129,19 @@ class _Stream:
             next(it)
         return it
 
+    def peek(self) -> Any:
+        """The batch `next` returns next, without taking it (the place a checkpoint records is unchanged)."""
+        if self._ahead is None:
+            before = (self.epoch, self.offset)
+            batch = self.next()
+            self._ahead = (batch, (self.epoch, self.offset))
+            self.epoch, self.offset = before
+        return self._ahead[0]
+
     def next(self) -> Any:
+        if self._ahead is not None:
+            (batch, (self.epoch, self.offset)), self._ahead = self._ahead, None
+            return batch
         for _ in range(2):
             try:
                 batch = next(self._it)
@@ -147,6 +168,7 @@ def fit(
 ) -> FitResult:
     """Train `model` for cfg.steps optimizer steps, resuming from run_dir's latest checkpoint."""
     run_dir = Path(run_dir)
+    keep_freed_memory()
     acc = accelerator or make_accelerator(cfg.mixed_precision)
     rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
     identity = {"train": cfg.model_dump(mode="json"), "run": run_config.model_dump(mode="json") if run_config else None}
@@ -156,16 +178,20 @@ def fit(
     # fused: one kernel over all tensors instead of a loop over them (docs/experiments/pipeline.md)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                                   fused=True)
-    step, epoch, offset, losses, window = 0, 0, 0, [], []
+    step, epoch, offset, losses, window, chosen = 0, 0, 0, [], [], None
     if main:
         remove_staging(run_dir)  # what a run killed while writing a checkpoint left behind
     latest = find_latest(run_dir)
     if latest is not None:
         state = load_checkpoint(latest, model, ema, optimizer, identity)
         step, epoch, offset, losses, window = (state[k] for k in ("step", "epoch", "offset", "losses", "window"))
+        chosen = state.get("precision")  # a resumed `auto` run keeps its precision: the same numbers again
     model, optimizer = acc.prepare(model, optimizer)
     ema.shadow.to(acc.device)
     stream = _Stream(batches, rank, world, epoch, offset)
+    if step >= cfg.steps:  # nothing left to train: no probe
+        chosen = chosen or "no"
+    forward_context, precision = training_autocast(model, loss_fn, stream, cfg, acc, desc, chosen)
 
     metrics: dict[str, float] = {}
     evaluated = False
@@ -173,7 +199,8 @@ def fit(
     window_start, t0 = step, time.perf_counter()
     while step < cfg.steps:
         follow_share()
-        loss_value, grad_norm = _train_step(model, optimizer, loss_fn, stream, cfg, acc, step, rank)
+        loss_value, grad_norm = _train_step(model, optimizer, loss_fn, stream, cfg, acc, step, rank,
+                                            forward_context)
         _check_finite(_all_finite(model.parameters()), acc, step, "parameters", cfg, run_dir)
         ema.update(acc.unwrap_model(model))
         step += 1
@@ -194,17 +221,50 @@ def fit(
         if step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
             if main:
                 save_checkpoint(run_dir, step, acc.unwrap_model(model), ema, optimizer,
-                                {"step": step, "epoch": stream.epoch, "offset": stream.offset,
+                                {"step": step, "epoch": stream.epoch, "offset": stream.offset, "precision": precision,
                                  "losses": losses, "window": window, "identity": identity}, cfg.keep_checkpoints)
             acc.wait_for_everyone()
     bar.close()
     if evaluate is not None and not evaluated:  # resumed from the final checkpoint: evaluate what it holds
         metrics = _run_eval(evaluate, ema.shadow, step, acc, tracker)
     acc.wait_for_everyone()
-    return FitResult(acc.unwrap_model(model), ema.shadow, step, metrics, losses)
+    return FitResult(acc.unwrap_model(model), ema.shadow, step, metrics, losses, precision)
 
 
-def _train_step(model, optimizer, loss_fn, stream, cfg, acc, step, rank) -> tuple[float, float]:
+def training_autocast(model, loss_fn: LossFn, stream: _Stream, cfg: TrainConfig, acc: Accelerator,
+                      stage: str, chosen: str | None = None) -> tuple[Callable[[], Any], str]:
+    """(a context factory for the forward pass, its precision "no" / "bf16" / "fp16"): accelerate's autocast
+    unless `auto`; `auto` takes `chosen` (a resumed run's) or bf16 autocast if a forward and backward of the
+    first batch run faster in it here (every process takes rank 0's choice)."""
+    if cfg.mixed_precision != "auto":
+        return acc.autocast, cfg.mixed_precision
+    if chosen is None:
+        chosen = _probe_training(model, loss_fn, stream, cfg, acc, stage)
+    log.info("%s trains in %s", stage, "bf16 autocast (fp32 master weights)" if chosen == "bf16" else "fp32")
+    return (lambda: autocast("bf16" if chosen == "bf16" else "fp32", acc.device)), chosen
+
+
+def _probe_training(model, loss_fn: LossFn, stream: _Stream, cfg: TrainConfig, acc: Accelerator, stage: str) -> str:
+    batch = to_device(stream.peek(), acc.device)
+    buffers = [(b, b.clone()) for b in model.buffers()]  # batch norms' running statistics: untouched by the probe
+
+    def probe(precision):
+        with autocast(precision, acc.device):
+            loss = loss_fn(model, batch)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    model.train()
+    choice = resolve("auto", stage, acc.device, probe, key=("train", cfg.batch_size))
+    with torch.no_grad():
+        for live, saved in buffers:
+            live.copy_(saved)
+    if acc.num_processes > 1:
+        choice = broadcast_object_list([choice])[0]
+    return "bf16" if choice == "bf16" else "no"
+
+
+def _train_step(model, optimizer, loss_fn, stream, cfg, acc, step, rank, forward_context) -> tuple[float, float]:
     for group in optimizer.param_groups:
         group["lr"] = cfg.lr * lr_factor(step, cfg)
     model.train()
@@ -213,7 +273,7 @@ def _train_step(model, optimizer, loss_fn, stream, cfg, acc, step, rank) -> tupl
         torch.manual_seed(step_seed(cfg.seed, step, micro, rank))
         batch = to_device(stream.next(), acc.device)
         sync = micro == cfg.grad_accum - 1
-        with nullcontext() if sync else acc.no_sync(model), acc.autocast():
+        with nullcontext() if sync else acc.no_sync(model), forward_context():
             loss = loss_fn(model, batch)
         _check_finite(torch.isfinite(loss.detach()).all(), acc, step, "loss", cfg)
         acc.backward(loss / cfg.grad_accum)

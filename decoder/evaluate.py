@@ -66,7 +66,8 @@ def evaluate_decoder(decoder: Decoder, val: dict[str, torch.Tensor], real_images
     start = time.perf_counter()
     best = decode_best_of(decoder, encoder.encode_pixels, target, caption_of(val, rows),
                           list(range(cfg.seed, cfg.seed + n)), cfg.decoder_best_of, steps=cfg.steps, sampler=cfg.sampler,
-                          guidance=cfg.guidance, threshold=cfg.threshold, batch_size=cfg.batch_size)
+                          guidance=cfg.guidance, threshold=cfg.threshold, batch_size=cfg.batch_size,
+                          precision=cfg.precision)
     decoded = best.images
     # per kept image, every candidate's decode and CLIP check included
     metrics: dict = {"decode_seconds_per_image": (time.perf_counter() - start) / n}

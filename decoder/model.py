@@ -11,14 +11,18 @@ schedules; `decoder.sample` runs the samplers around it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
+from diffusers.models.attention_processor import AttnAddedKVProcessor2_0
 from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
 from torch import Tensor, nn
 
 from core.errors import ConfigError
+from core.resnet import use_lean_resnets
+from decoder.attention import AddedKVAttention
 from decoder.config import DecoderConfig
 
 # The conditioning inputs, as keyword arguments of Decoder.forward and keys of the shards.
@@ -32,7 +36,7 @@ def build_unet(cfg: DecoderConfig, context_dim: int) -> UNet2DConditionModel:
         "DownBlock2D", "UpBlock2D")
     down = tuple("SimpleCrossAttnDownBlock2D" if a else plain_down for a in attention)
     up = tuple("SimpleCrossAttnUpBlock2D" if a else plain_up for a in reversed(attention))
-    return UNet2DConditionModel(
+    unet = UNet2DConditionModel(
         sample_size=cfg.unet_size,
         # per pixel: the noisy image, then the x/y coordinates and the draft where present
         in_channels=(3 + 2 * cfg.coord_channels + 3 * bool(cfg.draft_width)) * cfg.patch_size**2,
@@ -49,6 +53,9 @@ def build_unet(cfg: DecoderConfig, context_dim: int) -> UNet2DConditionModel:
         resnet_time_scale_shift="scale_shift",
         class_embed_type="identity",
     )
+    unet.set_attn_processor({name: AddedKVAttention() if isinstance(proc, AttnAddedKVProcessor2_0) else proc
+                             for name, proc in unet.attn_processors.items()})
+    return use_lean_resnets(unet)
 
 
 def build_text_proj(cfg: DecoderConfig, time_embed_dim: int) -> UnCLIPTextProjModel:
@@ -97,6 +104,22 @@ class Refiner(nn.Module):
     def forward(self, inputs: Tensor, time_embeds: Tensor) -> Tensor:
         h = self.conv_in(inputs) + self.time(F.silu(time_embeds))[:, :, None, None]
         return self.conv_out(F.silu(self.body(h)))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Decoder.prepare's result: context tokens [B, extra + L, C], the additive time embedding [B, E], the
+    context mask [B, extra + L] and the draft [B, 3, S, S] (None without one)."""
+
+    context: Tensor
+    time_embeds: Tensor
+    mask: Tensor
+    draft: Tensor | None
+
+    @staticmethod
+    def cat(parts: list[Prepared]) -> Prepared:
+        draft = None if parts[0].draft is None else torch.cat([p.draft for p in parts])
+        return Prepared(*(torch.cat([getattr(p, k) for p in parts]) for k in ("context", "time_embeds", "mask")), draft)
 
 
 class Decoder(nn.Module):
@@ -152,34 +175,50 @@ class Decoder(nn.Module):
         mask = torch.cat([text_mask.new_ones(text_mask.shape[0], self.cfg.extra_tokens), text_mask.bool()], dim=1)
         return context, time_embeds, mask
 
-    def forward(self, x: Tensor, t: Tensor, image_embeds: Tensor, text_embeds: Tensor, text_tokens: Tensor,
-                text_mask: Tensor, drop_image: Tensor | None = None, drop_text: Tensor | None = None) -> Tensor:
-        """Model output for noisy images x [B, 3, S, S] at timesteps t [B]; `drop_image` / `drop_text`
-        (bool [B], training) replace those rows' conditions as guidance dropout does."""
-        if drop_image is not None or drop_text is not None:
-            no = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-            dropped = self.drop_conditions(image_embeds, text_embeds, text_tokens, text_mask,
-                                           no if drop_image is None else drop_image, no if drop_text is None else drop_text)
-            image_embeds, text_embeds, text_tokens, text_mask = (dropped[k] for k in CONDITIONS)
+    def prepare(self, image_embeds: Tensor, text_embeds: Tensor, text_tokens: Tensor, text_mask: Tensor) -> Prepared:
+        """What the network derives from the conditions alone, in its own dtype: computed once per sampling
+        run instead of at every step."""
+        dtype = self.unet.dtype
+        image_embeds, text_embeds, text_tokens = (v.to(dtype) for v in (image_embeds, text_embeds, text_tokens))
         context, time_embeds, mask = self.condition(image_embeds, text_embeds, text_tokens, text_mask)
+        draft = self.draw_draft(image_embeds, text_embeds).detach() if self.draft is not None else None
+        return Prepared(context, time_embeds, mask, draft)
+
+    def forward(self, x: Tensor, t: Tensor, image_embeds: Tensor | None = None, text_embeds: Tensor | None = None,
+                text_tokens: Tensor | None = None, text_mask: Tensor | None = None, drop_image: Tensor | None = None,
+                drop_text: Tensor | None = None, prepared: Prepared | None = None) -> Tensor:
+        """Model output (float32) for noisy images x [B, 3, S, S] at timesteps t [B], from the conditions or
+        from `prepare`'s result for them; `drop_image` / `drop_text` (bool [B], training) replace those rows'
+        conditions as guidance dropout does."""
+        if prepared is None:
+            if drop_image is not None or drop_text is not None:
+                no = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+                dropped = self.drop_conditions(image_embeds, text_embeds, text_tokens, text_mask,
+                                               no if drop_image is None else drop_image,
+                                               no if drop_text is None else drop_text)
+                image_embeds, text_embeds, text_tokens, text_mask = (dropped[k] for k in CONDITIONS)
+            prepared = self.prepare(image_embeds, text_embeds, text_tokens, text_mask)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
+        x = x.to(self.unet.dtype)
         inputs = x
         if self.cfg.coord_channels:
             inputs = torch.cat([inputs, self.coords.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
         inputs = F.pixel_unshuffle(inputs, self.cfg.patch_size)
-        draft = None
-        if self.draft is not None:
-            draft = self.draw_draft(image_embeds, text_embeds).detach()
-            inputs = torch.cat([inputs, F.pixel_unshuffle(draft, self.cfg.patch_size)], 1)
-        out = self.unet(inputs, t, encoder_hidden_states=context,
-                        class_labels=time_embeds, attention_mask=mask, return_dict=False)[0]
+        draft = prepared.draft
+        if draft is not None:
+            inputs = torch.cat([inputs, F.pixel_unshuffle(draft.to(inputs.dtype), self.cfg.patch_size)], 1)
+        out = self.unet(inputs, t, encoder_hidden_states=prepared.context,
+                        class_labels=prepared.time_embeds, attention_mask=prepared.mask, return_dict=False)[0]
         out = F.pixel_shuffle(out, self.cfg.patch_size)
         if self.refiner is not None:
             u = self.unet
-            step_embeds = u.time_embedding(u.time_proj(t).to(x.dtype))
-            out = out + self.refiner(torch.cat([x, out] + ([draft] if draft is not None else []), 1), step_embeds)
-        return out + draft if self.cfg.draft_residual else out
+            step_embeds = u.time_embedding(u.time_proj(t).to(out.dtype))
+            refined = self.refiner(torch.cat([x.to(out.dtype), out] + ([draft.to(out.dtype)] if draft is not None else []),
+                                             1), step_embeds)
+            out = out + refined
+        out = out + draft.to(out.dtype) if self.cfg.draft_residual else out
+        return out.float()
 
     def draw_draft(self, image_embeds: Tensor, text_embeds: Tensor) -> Tensor:
         """The draft MLP's image [B, 3, S, S] for these (already dropped-out) embeddings."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from diffusers import DPMSolverMultistepScheduler
@@ -25,6 +26,7 @@ from core.diffusion import (
     sampling_scheduler,
 )
 from core.errors import ConfigError
+from core.precision import Precision, Resolved, check_precision, inference_copy, resolve
 from decoder.model import Decoder
 
 
@@ -81,12 +83,14 @@ def decoder_scheduler(noise: NoiseConfig, sampler: Sampler, steps: int, threshol
 
 
 def denoiser(decoder: Decoder, cond: dict[str, Tensor], guidance: float, sampler: Sampler | None = None):
-    """The guided network for `sampler`; a learned variance is kept only for the sampler that uses it."""
+    """The guided network for `sampler`; a learned variance is kept only for the sampler that uses it. The
+    conditioning (context tokens, draft) is computed once, not at every step."""
     if guidance < 1.0:
         raise ConfigError(f"guidance scale must be >= 1 (1 = no guidance), got {guidance}")
     batch, tokens = cond["text_tokens"].shape[:2]
     uncond = decoder.unconditional(batch, tokens, cond["image_embeds"].device)
-    return _for_sampler(decoder, guided(decoder, cond, uncond, guidance, _guided_channels(decoder)), sampler)
+    return _for_sampler(decoder, guided(decoder, cond, uncond, guidance, _guided_channels(decoder), _prepare(decoder)),
+                        sampler)
 
 
 def blended(decoder: Decoder, cond: dict[str, Tensor], other: dict[str, Tensor], weight: Tensor,
@@ -95,7 +99,12 @@ def blended(decoder: Decoder, cond: dict[str, Tensor], other: dict[str, Tensor],
     moves from one text to another (w = 0: `cond` alone, w = 1: `other` alone)."""
     if cond["text_tokens"].shape != other["text_tokens"].shape:
         raise ConfigError("blended captions must come from one encoding (the same token length)")
-    return _for_sampler(decoder, guided(decoder, other, cond, weight, _guided_channels(decoder)), sampler)
+    return _for_sampler(decoder, guided(decoder, other, cond, weight, _guided_channels(decoder), _prepare(decoder)),
+                        sampler)
+
+
+def _prepare(decoder: Decoder):
+    return lambda cond: {"prepared": decoder.prepare(**cond)}
 
 
 def _guided_channels(decoder: Decoder) -> int | None:
@@ -110,13 +119,15 @@ def _for_sampler(decoder: Decoder, denoise, sampler: Sampler | None):
 def decode(decoder: Decoder, image_embeds: Tensor, text: Caption | None, seeds: Sequence[int], *,
            steps: int = 25, sampler: Sampler = "ddim", guidance: float = 3.0, eta: float = 0.0,
            threshold: float | None = None, x_T: Tensor | None = None, batch_size: int | None = None,
-           progress: bool = False, blend: tuple[Caption, Tensor] | None = None) -> Tensor:
+           progress: bool = False, blend: tuple[Caption, Tensor] | None = None,
+           precision: Precision = "fp32") -> Tensor:
     """Images [B, 3, S, S] in [-1, 1] from image embeddings [B, D] and their captions.
 
     `seeds` (one per image) fix x_T and any sampler noise; `x_T` (e.g. from `invert`) replaces the
     seeded start. `threshold` turns on dynamic thresholding (for high guidance scales). `blend` =
     (other captions, weights [B]) decodes with the prediction moved from `text`'s towards the other
-    captions' by each weight (`blended`; unguided, so guidance must be 1).
+    captions' by each weight (`blended`; unguided, so guidance must be 1). `precision`: fp32, bf16 (a
+    bf16-weight copy of the decoder; the sampler's arithmetic stays fp32) or auto (the faster here).
     """
     seeds = [int(s) for s in seeds]
     if len(seeds) != image_embeds.shape[0]:
@@ -133,30 +144,57 @@ def decode(decoder: Decoder, image_embeds: Tensor, text: Caption | None, seeds: 
     cond = conditions(decoder, image_embeds, text)
     other = conditions(decoder, image_embeds, blend[0]) if blend is not None else None
     chunk = batch_size or len(seeds)
+    network = None
     out = []
     for start in range(0, len(seeds), chunk):
         part = slice(start, start + chunk)
-        part_cond = {k: v[part] for k, v in cond.items()}
         scheduler = decoder_scheduler(decoder.cfg.noise, sampler, steps, threshold, decoder.cfg.learned_variance)
         if x_T is None:
             x = initial_noise(seeds[part], (3, size, size), device) * scheduler.init_noise_sigma
         else:
             x = x_T[part].to(device, torch.float32)
-        if other is None:
-            denoise = denoiser(decoder, part_cond, guidance, sampler)
-        else:
-            denoise = blended(decoder, part_cond, {k: v[part] for k, v in other.items()}, blend[1][part], sampler)
-        x = sample(denoise, scheduler, x, seeds=seeds[part], eta=eta, progress=progress, desc="decode")
+
+        make = partial(_chunk_denoiser, cond={k: v[part] for k, v in cond.items()}, guidance=guidance, sampler=sampler,
+                       other=None if other is None else {k: v[part] for k, v in other.items()},
+                       weights=None if blend is None else blend[1][part])
+        if network is None:  # the first chunk decides the precision
+            first = scheduler.timesteps[:1].expand(len(x)).to(device)
+            network = decoder_in(decoder, precision, partial(_one_step, make, x, first),
+                                 key=(len(x), guidance != 1.0, blend is not None))
+        x = sample(make(network), scheduler, x, seeds=seeds[part], eta=eta, progress=progress, desc="decode")
         out.append(x.clamp(-1, 1))
     decoder.train(was_training)
     return torch.cat(out)
 
 
+def _chunk_denoiser(net: Decoder, cond, other, weights, guidance: float, sampler: Sampler):
+    if other is None:
+        return denoiser(net, cond, guidance, sampler)
+    return blended(net, cond, other, weights, sampler)
+
+
+def _one_step(make, x: Tensor, t: Tensor, net: Decoder) -> None:
+    make(net)(x, t)
+
+
+def decoder_in(decoder: Decoder, precision: Precision, probe_step, key=()) -> Decoder:
+    """The decoder in `precision`: itself in fp32, a bf16-weight copy in bf16; for `auto` the faster of the
+    two on `probe_step(network)` (one denoising step) on this machine."""
+    def probe(chosen: Resolved) -> None:
+        with torch.inference_mode():
+            probe_step(inference_copy(decoder, chosen))
+
+    device = next(decoder.parameters()).device
+    chosen = resolve(check_precision(precision), "decoder", device, probe, key=(key, decoder.cfg.fingerprint()),
+                     rounds=1)
+    return inference_copy(decoder, chosen)
+
+
 @torch.no_grad()
 def invert(decoder: Decoder, images: Tensor, image_embeds: Tensor, text: Caption | None, *, steps: int = 50,
-           guidance: float = 1.0, progress: bool = False) -> Tensor:
+           guidance: float = 1.0, progress: bool = False, precision: Precision = "fp32") -> Tensor:
     """DDIM inversion: images [B, 3, S, S] in [-1, 1] → x_T such that `decode(..., x_T=x_T, sampler="ddim",
-    eta=0, steps=steps, guidance=guidance)` reconstructs them."""
+    eta=0, steps=steps, guidance=guidance)` reconstructs them (best in the precision it was inverted in)."""
     size = decoder.cfg.image_size
     if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
         raise ConfigError(f"images must be [B, 3, {size}, {size}] for this decoder, got {tuple(images.shape)}")
@@ -164,7 +202,10 @@ def invert(decoder: Decoder, images: Tensor, image_embeds: Tensor, text: Caption
     decoder.eval()
     device = next(decoder.parameters()).device
     cond = conditions(decoder, image_embeds, text)
-    x_T = ddim_invert(denoiser(decoder, cond, guidance), decoder.cfg.noise, images.to(device, torch.float32),
-                      steps, progress=progress)
+    x0 = images.to(device, torch.float32)
+    make = partial(_chunk_denoiser, cond=cond, other=None, weights=None, guidance=guidance, sampler=None)
+    first = torch.zeros(len(x0), dtype=torch.long, device=device)
+    network = decoder_in(decoder, precision, partial(_one_step, make, x0, first), key=(len(x0), guidance != 1.0))
+    x_T = ddim_invert(make(network), decoder.cfg.noise, x0, steps, progress=progress)
     decoder.train(was_training)
     return x_T

@@ -32,7 +32,7 @@ def generate_flow(prompts: list[str], num_images: int = 1, seed: int = 0, steps:
                   guidance: dict[str, Any] | None = None, sampler: Any = None, output_size: int | None = None,
                   prior_best_of: int | None = None, batch_size: int = 8, decoder_best_of: int | None = None,
                   models: str = "registry", ref: str = "champion",
-                  versions: dict[str, str] | None = None, device: str | None = None, precision: str = "fp32",
+                  versions: dict[str, str] | None = None, device: str | None = None, precision: str = "auto",
                   compile: bool = False, threads: int | None = None, progress: bool = True,
                   out: str = "outputs/generate",
                   experiment: str | None = "unclip-inference") -> tuple[list[str], str | None]:

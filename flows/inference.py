@@ -47,9 +47,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                             f"(stages: {', '.join(model_sources.STAGES)})")
     group.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1, mps (default: the "
                                                       "machine's accelerator when it has one, else cpu)")
-    group.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                       help="bf16 autocast (fast on GPUs and CPUs with AMX; slow on CPUs without bf16) "
-                            "(default: fp32)")
+    group.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                       help="bf16: every stage in bf16 weights (faster where the device has bf16 units and the batch "
+                            "is not tiny); auto: per stage the faster of the two, timed here (default: fp32)")
     group.add_argument("--compile", action="store_true",
                        help="torch.compile the networks (GPUs and long runs; compiling takes minutes on a CPU)")
     group.add_argument("--threads", type=thread_count(), default=None,

@@ -18,6 +18,7 @@ from torch import Tensor
 from core.candidates import candidate_seeds, dot_scores, pick_best
 from core.diffusion import NoiseConfig, guided, initial_noise, sample, sampling_scheduler
 from core.errors import ConfigError
+from core.precision import Precision, Resolved, check_precision, inference_copy, resolve
 from prior.model import DiffusionPrior
 
 
@@ -42,6 +43,7 @@ def sample_prior(
     eta: float = 0.0,
     batch_size: int = 256,
     progress: bool = False,
+    precision: Precision = "fp32",
 ) -> Tensor:
     """CLIP image embeddings [B, D] (float32, unit norm unless the CLIP's are raw, on the prior's device).
 
@@ -49,6 +51,8 @@ def sample_prior(
     paper found best; Karlo uses 4.0). `best_of` candidates are drawn per caption and the one with
     the largest dot product with the caption's text embedding is kept. With a CLIP of raw embeddings
     (Karlo's, ClipSpec.normalise false) the embeddings are returned as the prior makes them, unnormalised.
+    `precision`: fp32, bf16 (a bf16-weight copy; the sampler's arithmetic stays fp32) or auto (the faster here,
+    asked once per batch shape: small batches are faster in fp32 on CPUs, core.precision).
     """
     embeds, tokens, mask = text.embeds, text.tokens, text.mask
     prior.check_text(embeds, tokens, mask)
@@ -60,7 +64,8 @@ def sample_prior(
         out = []
         for start in range(0, len(embeds), batch_size):
             part = slice(start, start + batch_size)
-            out.append(_sample_chunk(prior, embeds[part].to(device), tokens[part].to(device),
+            network = prior_in(prior, precision, len(embeds[part]) * best_of, guidance)
+            out.append(_sample_chunk(prior, network, embeds[part].to(device), tokens[part].to(device),
                                      mask[part].to(device), list(seeds[part]), steps, sampler,
                                      guidance, best_of, eta, progress))
         return torch.cat(out)
@@ -68,13 +73,15 @@ def sample_prior(
         prior.train(was_training)
 
 
-def _sample_chunk(prior, embeds, tokens, mask, seeds, steps, sampler, guidance, best_of, eta, progress) -> Tensor:
+def _sample_chunk(prior, network, embeds, tokens, mask, seeds, steps, sampler, guidance, best_of, eta,
+                  progress) -> Tensor:
+    """`network` (the prior or its bf16 copy) denoises; the prior's own fp32 statistics un-normalise."""
     b, d = embeds.shape
     n = best_of
     cond = {"text_embeds": embeds.float().repeat_interleave(n, 0), "tokens": tokens.float().repeat_interleave(n, 0),
             "mask": mask.bool().repeat_interleave(n, 0)}
     uncond = prior.null_condition(b * n)
-    denoise = guided(prior, cond, uncond, guidance)
+    denoise = guided(network, cond, uncond, guidance)
     seeds_n = candidate_seeds(seeds, n)
     x = initial_noise(seeds_n, (d,), embeds.device)
     scheduler = prior_scheduler(prior.config.noise, sampler, steps)
@@ -83,6 +90,23 @@ def _sample_chunk(prior, embeds, tokens, mask, seeds, steps, sampler, guidance, 
     candidates = prior.denormalise(x0)
     candidates = (F.normalize(candidates, dim=-1) if prior.unit_embeddings else candidates).view(b, n, d)
     return pick_best(candidates, dot_scores(candidates, embeds))[0]
+
+
+def prior_in(prior: DiffusionPrior, precision: Precision, rows: int, guidance: float) -> DiffusionPrior:
+    """The prior in `precision` for batches of `rows` candidates; `auto` times one step of each here."""
+    device = next(prior.parameters()).device
+    d, length, width = prior.config.embed_dim, prior.config.context_length, prior.config.text_width
+    rows *= 1 if guidance == 1.0 else 2
+
+    def probe(chosen: Resolved) -> None:
+        x = torch.zeros(rows, d, device=device)
+        with torch.inference_mode():
+            inference_copy(prior, chosen)(x, torch.full((rows,), 500, device=device), x,
+                                          torch.zeros(rows, length, width, device=device),
+                                          torch.ones(rows, length, dtype=torch.bool, device=device))
+
+    chosen = resolve(check_precision(precision), "prior", device, probe, key=(rows, prior.config.fingerprint()))
+    return inference_copy(prior, chosen)
 
 
 def prior_scheduler(noise: NoiseConfig, sampler: str, steps: int):

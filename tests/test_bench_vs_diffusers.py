@@ -24,3 +24,13 @@ def test_a_short_run_times_both(tmp_path):
     assert set(result["median_seconds"]) == {"unclip", "diffusers UnCLIPPipeline"}
     assert all(s > 0 for s in result["median_seconds"].values())
     assert math.isfinite(result["ratio_diffusers_over_ours"]) and result["steps"] == {"prior": 2, "decoder": 2}
+
+
+def test_the_cascade_to_512_runs_both_pipelines(tmp_path):
+    bench = load_bench("bench_vs_diffusers")
+    result = bench.bench_cascade(1, tiny=True, prior_steps=2, decoder_steps=2)
+    assert {"unclip", "diffusers fp32"} <= set(result["median_seconds"])
+    assert all(s > 0 for row in result["median_seconds"].values() for s in row.values())
+    assert math.isfinite(result["ratio_vs_diffusers_fp32"]["512 px"])
+    assert set(result["failed"]) <= {"diffusers bf16"}  # bf16 runs where torch's CPU kernels allow
+    assert "text -> 512 px" in bench.cascade_table(result)

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from core.devices import autocast
+from core.memory import keep_freed_memory
+from core.precision import check_precision
 from core.seeds import stream_seed
 from unclip.errors import PromptError
 from unclip.loading import Cascade, CascadeInfo
@@ -56,7 +57,8 @@ class CascadeStages:
     each stage in the last call."""
 
     def __init__(self, cascade: Cascade, precision: str = "fp32", progress: bool = True) -> None:
-        autocast(precision, torch.device("cpu"))  # validates the name
+        check_precision(precision)
+        keep_freed_memory()
         self.cascade = cascade
         self.info = cascade.info
         self.precision = precision
@@ -103,10 +105,10 @@ class CascadeStages:
         `prior_best_of` candidates: the one closest to the caption)."""
         from prior.sample import sample_prior
 
-        with self.timed("prior"), autocast(self.precision, self.device):
+        with self.timed("prior"):
             return sample_prior(self.cascade.prior, text, stage_seeds(seeds, "prior"), steps=plan.steps["prior"],
                                 sampler=plan.sampler["prior"], guidance=plan.guidance["prior"],
-                                best_of=prior_best_of, progress=self.progress)
+                                best_of=prior_best_of, progress=self.progress, precision=self.precision)
 
     def decode(self, image_embeds: Tensor, text, seeds: Sequence[int], plan: SamplingPlan, x_t: Tensor | None = None,
                eta: float = 0.0, blend=None, decoder_best_of: int = 1) -> Tensor:
@@ -117,14 +119,14 @@ class CascadeStages:
         from decoder.sample import decode
 
         settings = {"steps": plan.steps["decoder"], "sampler": plan.sampler["decoder"],
-                    "guidance": plan.guidance["decoder"], "eta": eta, "progress": self.progress}
-        with autocast(self.precision, self.device):
-            if decoder_best_of > 1:
-                return decode_best_of(self.cascade.decoder, self.cascade.encoder.encode_pixels, image_embeds, text,
-                                      stage_seeds(seeds, "decoder"), decoder_best_of, x_T=x_t, blend=blend,
-                                      **settings).images.float()
-            return decode(self.cascade.decoder, image_embeds, text, stage_seeds(seeds, "decoder"), x_T=x_t,
-                          blend=blend, **settings).float()
+                    "guidance": plan.guidance["decoder"], "eta": eta, "progress": self.progress,
+                    "precision": self.precision}
+        if decoder_best_of > 1:
+            return decode_best_of(self.cascade.decoder, self.cascade.encoder.encode_pixels, image_embeds, text,
+                                  stage_seeds(seeds, "decoder"), decoder_best_of, x_T=x_t, blend=blend,
+                                  **settings).images
+        return decode(self.cascade.decoder, image_embeds, text, stage_seeds(seeds, "decoder"), x_T=x_t,
+                      blend=blend, **settings)
 
     def invert(self, x0: Tensor, image_embeds: Tensor, plan: SamplingPlan, text=None) -> Tensor:
         """x_T of decoder-sized images under their image embeddings (and captions, default none); decoding
@@ -132,9 +134,8 @@ class CascadeStages:
         images back."""
         from decoder.sample import invert
 
-        with autocast(self.precision, self.device):
-            return invert(self.cascade.decoder, x0, image_embeds, text, steps=plan.steps["decoder"],
-                          guidance=plan.guidance["decoder"], progress=self.progress).float()
+        return invert(self.cascade.decoder, x0, image_embeds, text, steps=plan.steps["decoder"],
+                      guidance=plan.guidance["decoder"], progress=self.progress, precision=self.precision)
 
     def upsample(self, x: Tensor, seeds: Sequence[int], plan: SamplingPlan) -> Tensor:
         from upsamplers.sample import upsample

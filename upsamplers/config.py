@@ -153,6 +153,8 @@ class UpsamplerTrainSettings(Config):
     buffer_rows: int = Field(1024, gt=0, description="training images shuffled together: the memory the data takes")
     eval_size: int = Field(8, ge=1)
     eval_steps: int | None = Field(None, ge=1, description="sampling steps in evaluation; None: sample_steps")
+    channels_last: bool = Field(True, description="channels-last memory format in training: oneDNN's convolutions and "
+                                "the pixel norm's one-kernel form run faster in it on CPUs (docs/experiments/speed.md)")
 
     @model_validator(mode="after")
     def _check(self) -> UpsamplerTrainSettings:
@@ -175,9 +177,9 @@ def _stage(stage: int, low: int, high: int, channels: tuple[int, ...], steps: in
                            sample_steps=steps)
 
 
-def _cpu_train(steps: int, batch: int, lr: float = 2e-3) -> TrainConfig:
+def _cpu_train(steps: int, batch: int, lr: float = 2e-3, mixed_precision: str = "no") -> TrainConfig:
     return TrainConfig(steps=steps, batch_size=batch, lr=lr, warmup_steps=min(50, steps // 10), min_lr_ratio=0.1,
-                       ema_decay=0.995, log_every=max(1, min(25, steps // 4)))
+                       ema_decay=0.995, log_every=max(1, min(25, steps // 4)), mixed_precision=mixed_precision)
 
 
 def _gpu_train(steps: int, batch: int, lr: float) -> TrainConfig:
@@ -196,7 +198,9 @@ PRESETS: dict[int, dict[str, UpsamplerTrainSettings]] = {
         # 1 stays within 1 dB of bicubic (docs/experiments/upsamplers.md; `--steps upsampler1=2` is sharper).
         "demo": UpsamplerTrainSettings(
             upsampler=_stage(1, 32, 128, (32, 64, 96), 1, layers_per_block=1),
-            train=_cpu_train(250, 16), data=DatasetConfig(num_examples=1000, val_size=16, image_size=128),
+            # auto: bf16 autocast where a step runs faster in it here (docs/experiments/speed.md)
+            train=_cpu_train(250, 16, mixed_precision="auto"),
+            data=DatasetConfig(num_examples=1000, val_size=16, image_size=128),
             eval_size=8),
         "base": UpsamplerTrainSettings(
             upsampler=_stage(1, 64, 256, (64, 128, 256, 256), 27),
@@ -214,7 +218,8 @@ PRESETS: dict[int, dict[str, UpsamplerTrainSettings]] = {
         # random crops the model stayed bicubic (docs/experiments/upsamplers.md).
         "demo": UpsamplerTrainSettings(
             upsampler=_stage(2, 128, 512, (16, 32, 64), 4, layers_per_block=1),
-            train=_cpu_train(300, 32), data=DatasetConfig(num_examples=400, val_size=8, image_size=512),
+            train=_cpu_train(300, 32, mixed_precision="auto"),
+            data=DatasetConfig(num_examples=400, val_size=8, image_size=512),
             crop=32, crop_tries=8, eval_size=4),
         "base": UpsamplerTrainSettings(
             upsampler=_stage(2, 256, 1024, (32, 64, 128, 256), 15).override(tile=512, tile_overlap=64),

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
 
+from core.resnet import use_lean_resnets
 from upsamplers.config import Resize, UpsamplerConfig
 
 # The augmentation level in [0, 1] goes through the U-Net's timestep embedding at this scale.
@@ -25,15 +26,29 @@ class PixelNorm(torch.nn.GroupNorm):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # plain sums over dim 1: on CPU several times faster than layer_norm on a permuted view
-        x = x.float()  # statistics in fp32 also under bf16 autocast
-        mean = x.sum(dim=1, keepdim=True) / self.num_channels
-        centred = x - mean
-        var = (centred * centred).sum(dim=1, keepdim=True) / self.num_channels
-        out = centred * torch.rsqrt(var + self.eps)
+        if self.affine and x.is_contiguous(memory_format=torch.channels_last):  # one kernel, gain and bias in it
+            return _pixel_layer_norm(x, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
+        out = self.normalise(x)
         if self.affine:
-            out = torch.addcmul(self.bias.view(1, -1, 1, 1), out, self.weight.view(1, -1, 1, 1))
+            out = torch.addcmul(self.bias.to(out.dtype).view(1, -1, 1, 1), out, self.weight.to(out.dtype).view(1, -1, 1, 1))
         return out
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """The statistics part alone (no gain or bias), in x's dtype."""
+        if x.is_contiguous(memory_format=torch.channels_last):
+            return _pixel_layer_norm(x, None, None, self.eps)
+        # plain sums over dim 1: on CPU several times faster than layer_norm on a permuted strided view
+        h = x.float()  # statistics in fp32 also for bf16 input
+        mean = h.sum(dim=1, keepdim=True) / self.num_channels
+        centred = h - mean
+        var = (centred * centred).sum(dim=1, keepdim=True) / self.num_channels
+        return (centred * torch.rsqrt(var + self.eps)).to(x.dtype)
+
+
+def _pixel_layer_norm(x: torch.Tensor, weight, bias, eps: float) -> torch.Tensor:
+    """Channels-last: each pixel's channels lie side by side, one layer-norm row per pixel (fp32 statistics
+    inside the kernel, whatever x's dtype)."""
+    return F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), weight, bias, eps).permute(0, 3, 1, 2)
 
 
 def _use_pixel_norm(module: torch.nn.Module) -> None:
@@ -45,6 +60,11 @@ def _use_pixel_norm(module: torch.nn.Module) -> None:
             setattr(module, name, norm)
         else:
             _use_pixel_norm(child)
+
+
+def _to_weight_dtype(module: torch.nn.Module, args: tuple) -> tuple:
+    dtype = module.linear_1.weight.dtype
+    return tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
 
 
 def build_unet(cfg: UpsamplerConfig) -> UNet2DModel:
@@ -69,6 +89,10 @@ def build_unet(cfg: UpsamplerConfig) -> UNet2DModel:
     )
     if m.norm == "pixel":
         _use_pixel_norm(unet)
+    use_lean_resnets(unet)
+    if unet.class_embedding is not None:
+        # diffusers hands the level's sinusoidal embedding over in fp32 whatever the weights' dtype
+        unet.class_embedding.register_forward_pre_hook(_to_weight_dtype)
     # zero output layer, as in ADM/GLIDE: training starts from a constant (or, residual, bicubic) output
     torch.nn.init.zeros_(unet.conv_out.weight)
     torch.nn.init.zeros_(unet.conv_out.bias)

@@ -1,7 +1,8 @@
 """Upsampling images with a trained stage: augment the low-res input, then a few-step sampler.
 
 The sampler is core.diffusion's; this module only builds the `denoise(x, t)` callable around the
-network: conditioning on the bicubic-upsampled input, optional bf16 autocast, optional tiling.
+network: conditioning on the bicubic-upsampled input, the precision (fp32, bf16 weights, or `auto`: the
+faster here, core.precision), optional tiling.
 Tiled inference runs the network on overlapping tiles at every step and blends their outputs with
 a cosine window (weights sum to one across each overlap), so large images fit in little memory
 and come out seamless; with `norm="pixel"` the network is local and tiled ≈ whole-image output.
@@ -12,11 +13,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from core.devices import autocast
 from core.diffusion import (
     Denoise,
     Sampler,
@@ -27,12 +26,12 @@ from core.diffusion import (
     sampling_scheduler,
 )
 from core.errors import ConfigError
+from core.precision import DTYPES, Precision, Resolved, check_precision, inference_copy, resolve
 from core.seeds import stream_seed
 from upsamplers.config import check_tiling
 from upsamplers.io import as_model
 from upsamplers.model import Upsampler, upsample_condition
 
-Precision = Literal["fp32", "bf16"]
 Net = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -161,25 +160,34 @@ def upsample(
     last_step = int(scheduler.timesteps[-1])
 
     device = next(model.parameters()).device
-    # Channels-last inputs on CPUs only, for pixel-norm networks (faster oneDNN convolutions, the same
-    # outputs); GroupNorm ones (Karlo's) keep the layout in which they match diffusers exactly
-    # (docs/experiments/upsamplers.md).
+    # Channels-last on the CPU for pixel-norm networks, where it was measured (docs/experiments/speed.md):
+    # GroupNorm ones (Karlo's) keep the default layout, whose outputs match diffusers' exactly (their few
+    # ε steps from t = 999 magnify a 1e-6 to 1e-4). Not measured on GPUs, so left as it is there.
     cpu_fast = device.type == "cpu" and cfg.model.norm == "pixel"
     memory = torch.channels_last if cpu_fast else torch.contiguous_format
     condition = condition_for(model, low_res, level, seeds).to(device).contiguous(memory_format=memory)
     levels = torch.full((len(seeds),), level, device=device)
+    x_t = initial_noise(seeds, (3, height, width), device)
 
-    def net(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        with autocast(precision, device):
-            out = model(x.contiguous(memory_format=memory), t, cond.contiguous(memory_format=memory), levels,
-                        final=int(t[0]) == last_step)
-        return out.float().contiguous()
+    def net_in(chosen: Resolved) -> Net:
+        network = inference_copy(model, chosen, torch.channels_last if cpu_fast else None)
+        dtype = DTYPES[chosen]
 
-    run = tiled(net, tile, overlap) if tile is not None else net
+        def net(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+            out = network(x.to(dtype).contiguous(memory_format=memory), t, cond.to(dtype).contiguous(memory_format=memory),
+                          levels, final=int(t[0]) == last_step)
+            return out.float().contiguous()
+        return tiled(net, tile, overlap) if tile is not None else net
+
+    def probe(chosen: Resolved) -> None:
+        with torch.inference_mode():
+            net_in(chosen)(x_t, torch.full((len(seeds),), last_step, device=device), condition)
+
+    run = net_in(resolve(check_precision(precision), f"upsampler{cfg.stage}", device, probe,
+                         key=(tuple(x_t.shape), tile, cfg.fingerprint()), rounds=1))
     denoise: Denoise = lambda x, t: run(x, t, condition)  # noqa: E731
     if cfg.model.learned_variance and sampler != "unclip":
         denoise = mean_channels(denoise)
-    x_t = initial_noise(seeds, (3, height, width), device)
     with torch.inference_mode():
         out = sample(denoise, scheduler, x_t, seeds=seeds, eta=eta, progress=progress, desc="upsample")
     return out.clamp(-1, 1)

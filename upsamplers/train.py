@@ -31,15 +31,18 @@ from upsamplers.pairs import pair_batches, to_signed
 log = logging.getLogger("upsamplers.train")
 
 
-def make_loss(cfg: UpsamplerConfig):
+def make_loss(cfg: UpsamplerConfig, channels_last: bool = False):
     """Diffusion MSE on the high-res crop, conditioned on its degraded, re-upsampled low-res version.
-    The noise and timesteps come from the global RNG, which fit() re-seeds before every step."""
+    The noise and timesteps come from the global RNG, which fit() re-seeds before every step; the same
+    numbers in either memory layout."""
     scheduler = training_scheduler(cfg.noise)
     steps = scheduler.config.num_train_timesteps
+    memory = torch.channels_last if channels_last else torch.contiguous_format
 
     def loss_fn(model: torch.nn.Module, batch) -> torch.Tensor:
         high, condition, level = batch
-        noise = torch.randn_like(high)
+        high, condition = high.contiguous(memory_format=memory), condition.contiguous(memory_format=memory)
+        noise = torch.randn(high.shape, device=high.device).contiguous(memory_format=memory)
         t = torch.randint(0, steps, (high.shape[0],), device=high.device)
         x_t = scheduler.add_noise(high, noise, t)
         target = training_target(scheduler, high, noise, t)
@@ -104,7 +107,9 @@ def train_upsampler(settings: UpsamplerTrainSettings, out_dir: str | Path,
     images: dict = {}
     evaluate = make_evaluate(val, settings, images)
     parent = parent_metrics(evaluate, model) if init_from is not None else {}
-    result = fit(model, make_loss(up), raw, settings.train, out_dir / "run", run_config=settings,
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    result = fit(model, make_loss(up, settings.channels_last), raw, settings.train, out_dir / "run", run_config=settings,
                  evaluate=evaluate, tracker=tracker, accelerator=acc, desc=f"upsampler {up.stage}")
     folder = out_dir / "model"
     if acc.is_main_process:
