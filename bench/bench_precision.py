@@ -111,13 +111,13 @@ def clip_figures(tiny: bool, images: int, repeats: int) -> dict:
 
 def demo_clip(folder: Path, tiny: bool):
     from clip.model import model_preset
-    from clip.spec import ClipSpec
+    from clip.encoder import resolve_spec
     from core.checkpoint import save_model_folder
 
     cfg = model_preset("smoke" if tiny else "demo")
     torch.manual_seed(0)
     save_model_folder(folder, cfg.build().eval(), {"open_clip_config": cfg.open_clip_config()})
-    return ClipSpec.for_local_open_clip(folder / "open_clip_config.json", folder / "model.safetensors")
+    return resolve_spec("open_clip", folder / "open_clip_config.json", folder / "model.safetensors")
 
 
 def training_figures(training: stages.Training, steps: int) -> dict:

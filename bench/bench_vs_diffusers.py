@@ -213,11 +213,11 @@ def bench_cascade(repeats: int = 3, tiny: bool = False, precision: str = "auto",
     theirs.set_progress_bar_config(disable=True)
     theirs_bf16 = copy.deepcopy(theirs).to(dtype=torch.bfloat16)
     plan = ours.plan({"prior": prior_steps, "decoder": decoder_steps}, {"prior": guidance[0], "decoder": guidance[1]})
-    up_steps = {stage: plan["steps"][stage] for stage in ("upsampler1", "upsampler2")}
+    up_steps = {stage: plan.steps[stage] for stage in ("upsampler1", "upsampler2")}
 
     def run_ours(seed: int) -> dict[str, float]:
         start = time.perf_counter()
-        ours.generate_tensors([PROMPT], 1, seed, plan, best_of=1, decoder_best_of=1)
+        ours.generate_tensors([PROMPT], 1, seed, plan, prior_best_of=1, decoder_best_of=1)
         return {"128 px": time.perf_counter() - start - ours.timings["upsampler2"], "512 px": time.perf_counter() - start}
 
     def diffusers_run(pipe):
