@@ -38,14 +38,18 @@ from clip.encoder import load_encoder  # noqa: E402
 from clip.spec import ClipSpec, check_same_clip  # noqa: E402
 from core.candidates import pick_best  # noqa: E402
 from core.cli import run_cli  # noqa: E402
-from core.diffusion import initial_noise, sample  # noqa: E402
+from core.diffusion import (  # noqa: E402
+    initial_noise,
+    sample,
+    sampling_scheduler,  # noqa: E402
+)
 from core.errors import ConfigError  # noqa: E402
 from core.metrics import format_share  # noqa: E402
 from data.shapes.probe import ShapesProbe  # noqa: E402
 from decoder.best_of import decode_best_of  # noqa: E402
 from decoder.evaluate import caption_of, to_signed  # noqa: E402
 from decoder.io import load_decoder  # noqa: E402
-from decoder.sample import conditions, decoder_scheduler, denoiser  # noqa: E402
+from decoder.sample import conditions, denoiser  # noqa: E402
 from decoder.train import load_split  # noqa: E402
 
 ATTRIBUTES = ("color", "shape", "size", "position", "background")
@@ -97,7 +101,7 @@ def measure(decoder, val: dict[str, torch.Tensor], captions: list[str], encoder,
     device = cond["image_embeds"].device
     real = to_signed(val["images"][:n]).to(device)
     noise = initial_noise(list(range(n)), tuple(real.shape[1:]), device)
-    scheduler = decoder_scheduler(decoder.cfg.noise, "ddim", steps)
+    scheduler = sampling_scheduler(decoder.cfg.noise, "ddim", steps)
     rows = {"real": read(real)}
     rows["decoded"] = read(sample(denoise, scheduler, noise))
     draft = None
@@ -113,7 +117,7 @@ def measure(decoder, val: dict[str, torch.Tensor], captions: list[str], encoder,
             "mse": float((x0.clamp(-1, 1) - real).pow(2).mean()), "input_mse": (1 - alpha) / alpha}
         rows[f"noisy @ t={t}"] = read(x_t / alpha**0.5)
     for t in from_draft:
-        shortened = decoder_scheduler(decoder.cfg.noise, "ddim", steps)
+        shortened = sampling_scheduler(decoder.cfg.noise, "ddim", steps)
         shortened.timesteps = shortened.timesteps[shortened.timesteps <= t]
         start = shortened.timesteps[0]
         x = sample(denoise, shortened, shortened.add_noise(draft, noise, start.expand(n).to(device)))
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         from_draft = parse_steps(args.from_draft, train_steps, "--from-draft")
         if from_draft and decoder.draft is None:
             raise ConfigError(f"--from-draft: decoder {args.decoder} has no draft")
-        last = int(decoder_scheduler(decoder.cfg.noise, "ddim", args.steps).timesteps[-1])
+        last = int(sampling_scheduler(decoder.cfg.noise, "ddim", args.steps).timesteps[-1])
         if any(t < last for t in from_draft):
             raise ConfigError(f"--from-draft {min(from_draft)} is below the sampler's last step (t = {last} "
                               f"with {args.steps} DDIM steps)")

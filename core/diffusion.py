@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from diffusers import (
     DDIMInverseScheduler,
     DDIMScheduler,
@@ -24,11 +25,14 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from core.config import Config
+from core.errors import ConfigError
 from core.seeds import stream_seed
+from core.vlb import split_variance, vlb_loss
 
 Schedule = Literal["cosine", "linear"]
 Prediction = Literal["epsilon", "sample", "v_prediction"]
 Sampler = Literal["ddpm", "ddim", "dpmpp", "unclip"]
+SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp", "unclip")
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 _BETA_SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}
@@ -92,26 +96,32 @@ def sampling_scheduler(noise: NoiseConfig, sampler: Sampler, steps: int, *, thre
                        learned_variance: bool = False):
     """A diffusers scheduler for inference with `steps` steps; `threshold` turns on Imagen's dynamic
     thresholding of the predicted clean sample (ratio 0.995, max value `threshold`). `learned_variance`:
-    the model's output carries a variance the unclip sampler uses (the others take the mean channels)."""
-    if steps < 1 or steps > noise.train_steps:
-        raise ValueError(f"sampling steps must be between 1 and {noise.train_steps}, got {steps}")
+    the model's output carries a variance the unclip sampler uses (the others take the mean channels).
+    Every stage samples through this one factory; a setting it cannot honour is a ConfigError."""
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {sampler!r}; choose {', '.join(SAMPLERS)}")
+    if not 1 <= steps <= noise.train_steps:
+        raise ConfigError(f"sampling steps must be between 1 and {noise.train_steps}, got {steps}")
+    if threshold is not None and threshold <= 0:
+        raise ConfigError(f"threshold must be positive, got {threshold}")
     if sampler == "unclip":
-        return unclip_scheduler(noise, steps, learned_variance, threshold)
+        try:
+            return unclip_scheduler(noise, steps, learned_variance, threshold)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     cfg = noise.scheduler_config()
     extra = {"thresholding": True, "sample_max_value": threshold, "dynamic_thresholding_ratio": 0.995} if threshold else {}
     if sampler == "ddim":
         sched = DDIMScheduler(set_alpha_to_one=True, **cfg, **extra)
     elif sampler == "dpmpp":
-        # zero terminal SNR makes the last sigma infinite, which DPM-Solver cannot take
-        cfg.pop("rescale_betas_zero_snr")
+        # DPM-Solver++ has no x0 clamp; it keeps zero terminal SNR (it clamps the last alpha_bar to 2**-24),
+        # so a zero-SNR model samples on the schedule it was trained on
         cfg.pop("clip_sample")
         cfg.pop("clip_sample_range", None)
         sched = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2,
                                             final_sigmas_type="zero", **cfg, **extra)
-    elif sampler == "ddpm":
-        sched = DDPMScheduler(variance_type="fixed_small", **cfg, **extra)
     else:
-        raise ValueError(f"unknown sampler {sampler!r}; choose ddpm, ddim, dpmpp or unclip")
+        sched = DDPMScheduler(variance_type="fixed_small", **cfg, **extra)
     sched.set_timesteps(steps)
     return sched
 
@@ -161,6 +171,82 @@ def training_target(scheduler: DDPMScheduler, x0, noise, t) -> torch.Tensor:
     if kind == "sample":
         return x0
     return scheduler.get_velocity(x0, noise, t)
+
+
+class LossWeights(Config):
+    """Where a stage's diffusion loss looks: which timesteps it trains (uniform, or a share at low noise),
+    and how samples and pixels are weighted (Min-SNR-γ, the clean image's outlines)."""
+
+    low_noise_share: float = Field(0.0, ge=0, lt=1, description="share of timesteps drawn from the schedule's "
+                                   "low-noise end instead of uniformly")
+    low_noise_end: float = Field(0.25, gt=0, le=1, description="that end, as a fraction of the schedule")
+    min_snr_gamma: float | None = Field(None, gt=0, description="Min-SNR-γ weighting (Hang et al. 2023); None: plain MSE")
+    outline_weight: float = Field(0.0, ge=0, description="extra weight on pixels at the clean image's edges")
+
+
+def training_timesteps(steps: int, batch: int, device: torch.device | str = "cpu", low_noise_share: float = 0.0,
+                       low_noise_end: float = 0.25) -> torch.Tensor:
+    """Uniform over the schedule, except a `low_noise_share` of them uniform over its first `low_noise_end`."""
+    t = torch.randint(0, steps, (batch,), device=device)
+    if low_noise_share:
+        low = torch.rand(batch, device=device) < low_noise_share
+        end = max(1, round(low_noise_end * steps))
+        t = torch.where(low, torch.randint(0, end, (batch,), device=device), t)
+    return t
+
+
+def snr_weights(scheduler, t: torch.Tensor, gamma: float | None) -> torch.Tensor | None:
+    """Min-SNR-γ weights expressed for the scheduler's prediction type (None: plain MSE)."""
+    if gamma is None:
+        return None
+    alpha_bar = scheduler.alphas_cumprod.to(t.device)[t]
+    snr = alpha_bar / (1 - alpha_bar)
+    clipped = snr.clamp(max=gamma)
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return clipped / snr.clamp(min=1e-8)
+    if kind == "v_prediction":
+        return clipped / (snr + 1)
+    return clipped
+
+
+def outline_weights(x0: torch.Tensor, strength: float) -> torch.Tensor:
+    """Per-pixel loss weights [B, 1, H, W]: 1 + strength × the image's edge strength (the colour change
+    to the right and below, spread to the 3×3 neighbourhood, scaled to 1 at each image's strongest edge)."""
+    dx = F.pad((x0[..., :, 1:] - x0[..., :, :-1]).abs(), (0, 1))
+    dy = F.pad((x0[..., 1:, :] - x0[..., :-1, :]).abs(), (0, 0, 0, 1))
+    edges = F.max_pool2d((dx + dy).sum(1, keepdim=True), 3, stride=1, padding=1)
+    return 1 + strength * edges / edges.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+
+
+def sample_error(diff: torch.Tensor, pixel: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample mean squared error [B] of `diff`, images weighted per pixel by `pixel` [B, 1, H, W] where given."""
+    if pixel is None:
+        return diff.pow(2).flatten(1).mean(1)
+    return (diff.pow(2) * pixel).sum(dim=(1, 2, 3)) / (pixel.sum(dim=(1, 2, 3)) * diff.shape[1])
+
+
+def diffusion_loss(scheduler: DDPMScheduler, x0: torch.Tensor, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                   weights: LossWeights = LossWeights(), learned_variance: bool = False) -> torch.Tensor:
+    """The training loss of every diffusion stage: noise `x0` at sampled timesteps, `predict(x_t, t)`, and the
+    (weighted) MSE against the scheduler's target; with `learned_variance`, the MSE trains the mean channels and
+    the variational bound the variance ones (core.vlb). The noise is drawn in the standard layout, then given
+    x0's, so a seed means the same numbers in either; all randomness comes from the global RNG (fit() seeds it)."""
+    memory = torch.channels_last if x0.dim() == 4 and x0.is_contiguous(memory_format=torch.channels_last) \
+        and not x0.is_contiguous() else torch.contiguous_format
+    noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype).contiguous(memory_format=memory)
+    t = training_timesteps(scheduler.config.num_train_timesteps, x0.shape[0], x0.device, weights.low_noise_share,
+                           weights.low_noise_end)
+    x_t = scheduler.add_noise(x0, noise, t)
+    out = predict(x_t, t).float()
+    vlb = 0.0
+    if learned_variance:
+        out, v = split_variance(out, x0.shape[1])
+        vlb = vlb_loss(scheduler, x0, x_t, t, out, v).mean()
+    pixel = outline_weights(x0.float(), weights.outline_weight) if weights.outline_weight else None
+    err = sample_error(out - training_target(scheduler, x0, noise, t).float(), pixel)
+    snr = snr_weights(scheduler, t, weights.min_snr_gamma)
+    return (err.mean() if snr is None else (err * snr).mean()) + vlb
 
 
 def guided(model: Callable[..., torch.Tensor], cond: Mapping[str, torch.Tensor],

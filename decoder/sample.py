@@ -12,11 +12,9 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
-from diffusers import DPMSolverMultistepScheduler
 from torch import Tensor
 
 from core.diffusion import (
-    NoiseConfig,
     Sampler,
     ddim_invert,
     guided,
@@ -55,31 +53,6 @@ def conditions(decoder: Decoder, image_embeds: Tensor, text: Caption | None) -> 
         raise ConfigError(f"{batch} image embeddings but captions for {text.embeds.shape[0]}")
     return {"image_embeds": image_embeds, "text_embeds": text.embeds.to(device, torch.float32),
             "text_tokens": text.tokens.to(device, torch.float32), "text_mask": text.mask.to(device).bool()}
-
-
-def decoder_scheduler(noise: NoiseConfig, sampler: Sampler, steps: int, threshold: float | None = None,
-                      learned_variance: bool = False):
-    """core.diffusion.sampling_scheduler, except that DPM-Solver++ is built here: core hands it `clip_sample`,
-    which diffusers 0.42's DPMSolverMultistepScheduler rejects, and drops zero terminal SNR, which that
-    scheduler does support (it clamps the last alpha_bar to 2**-24), so a zero-SNR model would be sampled
-    on another schedule than it was trained on (both reported to the lead)."""
-    if sampler not in ("ddpm", "ddim", "dpmpp", "unclip"):
-        raise ConfigError(f"unknown sampler {sampler!r}; choose ddpm, ddim, dpmpp or unclip")
-    if not 1 <= steps <= noise.train_steps:
-        raise ConfigError(f"sampling steps must be between 1 and {noise.train_steps}, got {steps}")
-    if threshold is not None and threshold <= 0:
-        raise ConfigError(f"threshold must be positive, got {threshold}")
-    if sampler != "dpmpp":
-        try:
-            return sampling_scheduler(noise, sampler, steps, threshold=threshold, learned_variance=learned_variance)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-    cfg = {k: v for k, v in noise.scheduler_config().items() if k not in ("clip_sample", "clip_sample_range")}
-    extra = {"thresholding": True, "sample_max_value": threshold, "dynamic_thresholding_ratio": 0.995} if threshold else {}
-    scheduler = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero",
-                                            **cfg, **extra)
-    scheduler.set_timesteps(steps)
-    return scheduler
 
 
 def denoiser(decoder: Decoder, cond: dict[str, Tensor], guidance: float, sampler: Sampler | None = None):
@@ -135,7 +108,7 @@ def decode(decoder: Decoder, image_embeds: Tensor, text: Caption | None, seeds: 
     size = decoder.cfg.image_size
     if x_T is not None and tuple(x_T.shape) != (len(seeds), 3, size, size):
         raise ConfigError(f"x_T must have shape {(len(seeds), 3, size, size)}, got {tuple(x_T.shape)}")
-    decoder_scheduler(decoder.cfg.noise, sampler, steps, threshold, decoder.cfg.learned_variance)  # check first
+    sampling_scheduler(decoder.cfg.noise, sampler, steps, threshold=threshold, learned_variance=decoder.cfg.learned_variance)  # check first
     if blend is not None and (text is None or guidance != 1.0 or len(blend[1]) != len(seeds)):
         raise ConfigError("a caption blend needs the starting captions, one weight per image and guidance 1")
     was_training = decoder.training
@@ -148,7 +121,7 @@ def decode(decoder: Decoder, image_embeds: Tensor, text: Caption | None, seeds: 
     out = []
     for start in range(0, len(seeds), chunk):
         part = slice(start, start + chunk)
-        scheduler = decoder_scheduler(decoder.cfg.noise, sampler, steps, threshold, decoder.cfg.learned_variance)
+        scheduler = sampling_scheduler(decoder.cfg.noise, sampler, steps, threshold=threshold, learned_variance=decoder.cfg.learned_variance)
         if x_T is None:
             x = initial_noise(seeds[part], (3, size, size), device) * scheduler.init_noise_sigma
         else:

@@ -19,11 +19,10 @@ from clip.shards import EmbeddingShards, shard_skips
 from clip.spec import check_same_clip
 from core.checkpoint import write_json
 from core.cli import run_training, training_parser
-from core.diffusion import training_scheduler, training_target
+from core.diffusion import LossWeights, diffusion_loss, outline_weights, sample_error, training_scheduler
 from core.errors import ConfigError
 from core.init_from import parent_metrics, start_from
 from core.trainer import Tracker, TrainConfig, fit, make_accelerator
-from core.vlb import split_variance, vlb_loss
 from decoder.config import PRESETS, DecoderSettings, settings_for
 from decoder.io import load_decoder, save_decoder
 from decoder.model import CONDITIONS, Decoder
@@ -79,78 +78,27 @@ def training_batches(shards: EmbeddingShards, size: int, batch_size: int, seed: 
     return batches
 
 
-def snr_weights(scheduler, t: torch.Tensor, gamma: float | None) -> torch.Tensor | None:
-    """Min-SNR-γ weights expressed for the scheduler's prediction type (None: plain MSE)."""
-    if gamma is None:
-        return None
-    alpha_bar = scheduler.alphas_cumprod.to(t.device)[t]
-    snr = alpha_bar / (1 - alpha_bar)
-    clipped = snr.clamp(max=gamma)
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        return clipped / snr.clamp(min=1e-8)
-    if kind == "v_prediction":
-        return clipped / (snr + 1)
-    return clipped
-
-
-def outline_weights(x0: torch.Tensor, strength: float) -> torch.Tensor:
-    """Per-pixel loss weights [B, 1, H, W]: 1 + strength × the image's edge strength (the colour change
-    to the right and below, spread to the 3×3 neighbourhood, scaled to 1 at each image's strongest edge)."""
-    dx = F.pad((x0[..., :, 1:] - x0[..., :, :-1]).abs(), (0, 1))
-    dy = F.pad((x0[..., 1:, :] - x0[..., :-1, :]).abs(), (0, 0, 0, 1))
-    edges = F.max_pool2d((dx + dy).sum(1, keepdim=True), 3, stride=1, padding=1)
-    return 1 + strength * edges / edges.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
-
-
-def image_error(diff: torch.Tensor, pixel: torch.Tensor | None) -> torch.Tensor:
-    """Per-image mean squared error [B] of `diff`, weighted per pixel by `pixel` [B, 1, H, W] (outline_weights)
-    where given."""
-    if pixel is None:
-        return diff.pow(2).mean(dim=(1, 2, 3))
-    return (diff.pow(2) * pixel).sum(dim=(1, 2, 3)) / (pixel.sum(dim=(1, 2, 3)) * diff.shape[1])
-
-
-def pixel_weights(images: torch.Tensor, strength: float) -> torch.Tensor | None:
-    """outline_weights of uint8 images [N, 3, H, W]; None without outline weighting."""
-    if not strength:
-        return None
-    return outline_weights(images.float() / 127.5 - 1, strength)
-
-
-def training_timesteps(settings: DecoderSettings, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Uniform over the schedule, except a `low_noise_share` of them uniform over its first `low_noise_end`."""
-    steps = settings.decoder.noise.train_steps
-    t = torch.randint(0, steps, (batch,), device=device)
-    if settings.low_noise_share:
-        low = torch.rand(batch, device=device) < settings.low_noise_share
-        end = max(1, round(settings.low_noise_end * steps))
-        t = torch.where(low, torch.randint(0, end, (batch,), device=device), t)
-    return t
+def loss_weights(settings: DecoderSettings) -> LossWeights:
+    return LossWeights(low_noise_share=settings.low_noise_share, low_noise_end=settings.low_noise_end,
+                       min_snr_gamma=settings.min_snr_gamma, outline_weight=settings.outline_weight)
 
 
 def make_loss(settings: DecoderSettings):
+    """core.diffusion's loss on the images, with the decoder's guidance dropout of image and caption."""
     cfg = settings.decoder
     scheduler = training_scheduler(cfg.noise)
     memory = torch.channels_last if settings.channels_last else torch.contiguous_format
+    weights = loss_weights(settings)
 
     def loss_fn(model, batch) -> torch.Tensor:
         x0 = (batch["images"].float() / 127.5 - 1).contiguous(memory_format=memory)
         b = x0.shape[0]
-        noise = torch.randn_like(x0)
-        t = training_timesteps(settings, b, x0.device)
-        x_t = scheduler.add_noise(x0, noise, t)
-        drop_image = torch.rand(b, device=x0.device) < cfg.image_dropout
-        drop_text = torch.rand(b, device=x0.device) < cfg.text_dropout
-        out = model(x_t, t, **{k: batch[k] for k in CONDITIONS}, drop_image=drop_image, drop_text=drop_text).float()
-        vlb = 0.0
-        if cfg.learned_variance:  # the MSE trains the mean channels, the bound the variance (core.vlb)
-            out, v = split_variance(out)
-            vlb = vlb_loss(scheduler, x0, x_t, t, out, v).mean()
-        err = image_error(out - training_target(scheduler, x0, noise, t),
-                          pixel_weights(batch["images"], settings.outline_weight))
-        weights = snr_weights(scheduler, t, settings.min_snr_gamma)
-        return (err.mean() if weights is None else (err * weights).mean()) + vlb
+
+        def predict(x_t, t):
+            drop_image = torch.rand(b, device=x0.device) < cfg.image_dropout
+            drop_text = torch.rand(b, device=x0.device) < cfg.text_dropout
+            return model(x_t, t, **{k: batch[k] for k in CONDITIONS}, drop_image=drop_image, drop_text=drop_text)
+        return diffusion_loss(scheduler, x0, predict, weights, cfg.learned_variance)
     return loss_fn
 
 
@@ -216,7 +164,8 @@ def make_draft_loss(decoder: Decoder, settings: DecoderSettings):
         cond = decoder.drop_conditions(*(batch[k] for k in CONDITIONS), drop_image, drop_text)
         x0 = batch["images"].float() / 127.5 - 1
         error = draft(cond["image_embeds"], cond["text_embeds"]).float() - x0
-        return image_error(error, pixel_weights(batch["images"], settings.outline_weight)).mean()
+        pixel = outline_weights(x0, settings.outline_weight) if settings.outline_weight else None
+        return sample_error(error, pixel).mean()
     return loss_fn
 
 

@@ -12,11 +12,10 @@ from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
-from diffusers import DPMSolverMultistepScheduler
 from torch import Tensor
 
 from core.candidates import candidate_seeds, dot_scores, pick_best
-from core.diffusion import NoiseConfig, guided, initial_noise, sample, sampling_scheduler
+from core.diffusion import guided, initial_noise, sample, sampling_scheduler
 from core.errors import ConfigError
 from core.precision import Precision, Resolved, check_precision, inference_copy, resolve
 from prior.model import DiffusionPrior
@@ -84,7 +83,7 @@ def _sample_chunk(prior, network, embeds, tokens, mask, seeds, steps, sampler, g
     denoise = guided(network, cond, uncond, guidance)
     seeds_n = candidate_seeds(seeds, n)
     x = initial_noise(seeds_n, (d,), embeds.device)
-    scheduler = prior_scheduler(prior.config.noise, sampler, steps)
+    scheduler = sampling_scheduler(prior.config.noise, sampler, steps)
     x0 = sample(lambda x_t, t: denoise(x_t, t).float(), scheduler, x, seeds=seeds_n, eta=eta,
                 progress=progress, desc="prior")
     candidates = prior.denormalise(x0)
@@ -107,21 +106,6 @@ def prior_in(prior: DiffusionPrior, precision: Precision, rows: int, guidance: f
 
     chosen = resolve(check_precision(precision), "prior", device, probe, key=(rows, prior.config.fingerprint()))
     return inference_copy(prior, chosen)
-
-
-def prior_scheduler(noise: NoiseConfig, sampler: str, steps: int):
-    """core.diffusion.sampling_scheduler, except that DPM-Solver++ is built here: core hands it
-    `clip_sample`, which diffusers 0.42's DPMSolverMultistepScheduler rejects (reported to the lead)."""
-    if sampler != "dpmpp":
-        try:
-            return sampling_scheduler(noise, sampler, steps)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-    dropped = ("clip_sample", "clip_sample_range", "rescale_betas_zero_snr")
-    cfg = {k: v for k, v in noise.scheduler_config().items() if k not in dropped}
-    scheduler = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero", **cfg)
-    scheduler.set_timesteps(steps)
-    return scheduler
 
 
 def _check_settings(count, seeds, steps, sampler, guidance, best_of, eta, batch_size, prior) -> None:

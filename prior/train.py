@@ -10,14 +10,13 @@ import logging
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from clip.shards import EmbeddingShards, shard_skips
 from clip.spec import check_same_clip
 from core.cli import run_training, training_parser
 from core.config import Config, apply_overrides, pick_preset
-from core.diffusion import NoiseConfig, training_scheduler, training_target
+from core.diffusion import NoiseConfig, diffusion_loss, training_scheduler
 from core.errors import ConfigError, UnclipError
 from core.init_from import parent_metrics, start_from
 from core.trainer import Tracker, TrainConfig, fit, make_accelerator
@@ -72,18 +71,17 @@ def settings_for(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> Pr
 
 
 def make_loss(noise: NoiseConfig, cond_drop: float):
-    """MSE against the scheduler's target (x0 for prediction 'sample'), the caption dropped to the
-    learned null at rate cond_drop; all randomness from the global RNG the loop seeds per step."""
+    """core.diffusion's loss on the normalised image embeddings, the caption dropped to the learned null
+    at rate cond_drop."""
     scheduler = training_scheduler(noise)
 
     def prior_loss(model, batch) -> torch.Tensor:
         x0 = batch["x0"]
-        b = x0.shape[0]
-        eps = torch.randn_like(x0)
-        t = torch.randint(0, noise.train_steps, (b,), device=x0.device)
-        drop = condition_dropout(b, cond_drop, x0.device)
-        out = model(scheduler.add_noise(x0, eps, t), t, batch["text_embeds"], batch["tokens"], batch["mask"], drop=drop)
-        return F.mse_loss(out.float(), training_target(scheduler, x0, eps, t))
+
+        def predict(x_t, t):
+            drop = condition_dropout(x0.shape[0], cond_drop, x0.device)
+            return model(x_t, t, batch["text_embeds"], batch["tokens"], batch["mask"], drop=drop)
+        return diffusion_loss(scheduler, x0, predict)
     return prior_loss
 
 

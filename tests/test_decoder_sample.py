@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.diffusion import NoiseConfig
+from core.diffusion import NoiseConfig, sampling_scheduler
 from core.errors import ConfigError
 from decoder.evaluate import psnr
-from decoder.sample import Caption, blended, conditions, decode, decoder_scheduler, denoiser, invert
+from decoder.sample import Caption, blended, conditions, decode, denoiser, invert
 from decoder.testing import SIZE, fake_caption, fake_image_embeds, tiny_decoder
 
 
@@ -64,7 +64,7 @@ def test_zero_terminal_snr_samples_stay_finite(sampler):
     decoder = tiny_decoder(seed=4, noise=NoiseConfig(prediction="v_prediction", train_steps=100, zero_terminal_snr=True))
     out = decode(decoder, fake_image_embeds(2), fake_caption(2), [1, 2], steps=4, sampler=sampler, guidance=2.0)
     assert torch.isfinite(out).all()
-    scheduler = decoder_scheduler(decoder.cfg.noise, sampler, 4)
+    scheduler = sampling_scheduler(decoder.cfg.noise, sampler, 4)
     assert scheduler.alphas_cumprod[-1] < 1e-6  # sampled on the schedule it was trained on
 
 

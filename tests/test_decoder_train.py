@@ -13,14 +13,7 @@ from core.errors import CheckpointError, ClipMismatchError, ConfigError
 from decoder.config import settings_for
 from decoder.io import load_decoder, save_decoder
 from decoder.testing import tiny_decoder
-from decoder.train import (
-    image_error,
-    outline_weights,
-    pixel_weights,
-    resize_images,
-    train_decoder,
-    training_timesteps,
-)
+from decoder.train import loss_weights, resize_images, train_decoder
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -133,41 +126,9 @@ def test_resize_keeps_flat_colours_exact():
     assert small.shape == (2, 3, 16, 16) and set(small.unique().tolist()) == {0, 17, 200}
 
 
-def test_outline_weights_mark_the_object_edges_only():
-    x0 = -torch.ones(2, 3, 16, 16)
-    x0[0, :, 5:9, 5:9] = 1  # a square on the first image, the second is flat
-    w = outline_weights(x0, 4.0)
-    assert w.shape == (2, 1, 16, 16)
-    assert torch.equal(w[1], torch.ones(1, 16, 16))  # a flat image keeps the plain loss
-    assert float(w[0].max()) == pytest.approx(5.0)
-    assert w[0, 0, 0, 0] == 1 and w[0, 0, 6, 6] == 1  # far outside and deep inside: no extra weight
-    assert w[0, 0, 4, 6] > 1 and w[0, 0, 5, 6] > 1 and w[0, 0, 8, 6] > 1 and w[0, 0, 9, 6] > 1  # both sides of an edge
-
-
-def test_outline_weights_of_uint8_images_weight_the_error():
-    images = torch.randint(0, 256, (7, 3, 8, 8), dtype=torch.uint8)
-    every = pixel_weights(images, 8.0)
-    assert torch.allclose(every, outline_weights(images.float() / 127.5 - 1, 8.0))
-    assert pixel_weights(images, 0.0) is None
-    diff = torch.randn(7, 3, 8, 8)
-    assert torch.allclose(image_error(diff, None), diff.pow(2).mean(dim=(1, 2, 3)))
-    flat = torch.full((7, 1, 8, 8), 3.0)  # uniform weights: the plain mean
-    assert torch.allclose(image_error(diff, flat), diff.pow(2).mean(dim=(1, 2, 3)))
-    edge = torch.ones(7, 1, 8, 8)
-    edge[..., 0, 0] = 100.0  # one heavy pixel pulls each image's error toward its own
-    assert torch.allclose(image_error(diff, edge), (diff.pow(2) * edge).sum(dim=(1, 2, 3)) / (3 * edge.sum(dim=(1, 2, 3))))
-
-
-def test_low_noise_share_draws_that_share_of_timesteps_from_the_low_end():
-    plain = settings_for("smoke")  # a 100-step schedule
-    torch.manual_seed(0)
-    t = training_timesteps(plain, 20000)
-    assert int(t.min()) == 0 and int(t.max()) == 99
-    assert float((t < 25).float().mean()) == pytest.approx(0.25, abs=0.02)
-    focused = settings_for("smoke", ["low_noise_share=0.5", "low_noise_end=0.25"])
-    t = training_timesteps(focused, 20000)
-    assert int(t.max()) == 99  # the rest still covers the whole schedule
-    assert float((t < 25).float().mean()) == pytest.approx(0.5 + 0.5 * 0.25, abs=0.02)
+def test_the_settings_low_noise_share_reaches_the_loss():
+    weights = loss_weights(settings_for("smoke", ["low_noise_share=0.5", "low_noise_end=0.25", "outline_weight=3"]))
+    assert (weights.low_noise_share, weights.low_noise_end, weights.outline_weight) == (0.5, 0.25, 3.0)
     with pytest.raises(ConfigError, match="low_noise_end"):
         settings_for("smoke", ["low_noise_share=0.5", "low_noise_end=1.5"])
     with pytest.raises(ConfigError, match="low_noise_share"):

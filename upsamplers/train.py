@@ -10,15 +10,13 @@ import logging
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from core.checkpoint import write_json
 from core.cli import run_training, training_parser
-from core.diffusion import training_scheduler, training_target
+from core.diffusion import diffusion_loss, training_scheduler
 from core.errors import ConfigError
 from core.init_from import parent_metrics, start_from
 from core.trainer import Tracker, fit, make_accelerator
-from core.vlb import split_variance, vlb_loss
 from data import open_dataset
 from data.shards import add_counts, prepare_images
 from data.skips import skip_metrics
@@ -32,25 +30,15 @@ log = logging.getLogger("upsamplers.train")
 
 
 def make_loss(cfg: UpsamplerConfig, channels_last: bool = False):
-    """Diffusion MSE on the high-res crop, conditioned on its degraded, re-upsampled low-res version.
-    The noise and timesteps come from the global RNG, which fit() re-seeds before every step; the same
-    numbers in either memory layout."""
+    """core.diffusion's loss on the high-res crop, conditioned on its degraded, re-upsampled low-res version."""
     scheduler = training_scheduler(cfg.noise)
-    steps = scheduler.config.num_train_timesteps
     memory = torch.channels_last if channels_last else torch.contiguous_format
 
     def loss_fn(model: torch.nn.Module, batch) -> torch.Tensor:
         high, condition, level = batch
         high, condition = high.contiguous(memory_format=memory), condition.contiguous(memory_format=memory)
-        noise = torch.randn(high.shape, device=high.device).contiguous(memory_format=memory)
-        t = torch.randint(0, steps, (high.shape[0],), device=high.device)
-        x_t = scheduler.add_noise(high, noise, t)
-        target = training_target(scheduler, high, noise, t)
-        out = model(x_t, t, condition, level).float()
-        if not cfg.model.learned_variance:
-            return F.mse_loss(out, target.float())
-        out, v = split_variance(out)  # the MSE trains the mean, the bound the variance (core.vlb)
-        return F.mse_loss(out, target.float()) + vlb_loss(scheduler, high, x_t, t, out, v).mean()
+        return diffusion_loss(scheduler, high, lambda x_t, t: model(x_t, t, condition, level),
+                              learned_variance=cfg.model.learned_variance)
 
     return loss_fn
 
