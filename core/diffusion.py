@@ -91,6 +91,11 @@ class SamplingDefaults(Config):
     best_of: int | None = Field(None, ge=1, description="this model's candidates per sample, the best kept: the "
                                 "pipeline's prior_best_of in a prior's config, its decoder_best_of in a decoder's")
 
+    def filled(self, **measured) -> SamplingDefaults:
+        """These defaults, each unset one taken from `measured` (the settings the stage was evaluated with,
+        saved with the trained model so that generation samples it as its gate did)."""
+        return self.override(**{k: v for k, v in measured.items() if getattr(self, k) is None})
+
 
 def sampling_scheduler(noise: NoiseConfig, sampler: Sampler, steps: int, *, threshold: float | None = None,
                        learned_variance: bool = False):

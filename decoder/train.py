@@ -203,7 +203,9 @@ def _for_clip(settings: DecoderSettings, embed_dim: int, text_width: int):
     for name, value in (("embed_dim", embed_dim), ("text_width", text_width)):
         if getattr(cfg, name) not in (None, value):
             raise ConfigError(f"decoder.{name}={getattr(cfg, name)} but the shards' CLIP has {value}")
-    return cfg.for_clip(embed_dim, text_width)
+    e = settings.eval
+    sampling = cfg.sampling.filled(sampler=e.sampler, steps=e.steps, guidance=e.guidance, best_of=e.decoder_best_of)
+    return cfg.for_clip(embed_dim, text_width).override(sampling=sampling)
 
 
 def _make_evaluate(settings: DecoderSettings, spec, val_shards_dir, out_dir: Path, device: torch.device):

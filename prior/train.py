@@ -112,7 +112,10 @@ def build_prior(settings: PriorTrainSettings, shards: EmbeddingShards,
         raise ConfigError("prior.null_caption 'empty_caption' is CLIP's encoding of the empty caption, which comes "
                           "with converted weights (unclip.convert): start from them with init_from")
     spec = shards.spec
-    config = settings.prior.for_clip(spec.embed_dim, spec.context_length, spec.text_width)
+    e = settings.eval
+    sampling = settings.prior.sampling.filled(sampler=e.sampler, steps=e.steps, guidance=e.guidance,
+                                              best_of=e.prior_best_of)
+    config = settings.prior.for_clip(spec.embed_dim, spec.context_length, spec.text_width).override(sampling=sampling)
     torch.manual_seed(settings.train.seed)
     prior = DiffusionPrior(config, clip_spec=spec)
     if config.normalise == "standardise":

@@ -55,6 +55,9 @@ def test_training_writes_a_loadable_decoder_and_metrics(trained, clip_spec):
     loaded, spec = load_decoder(root / "out" / "model", clip_spec)
     assert spec.fingerprint() == clip_spec.fingerprint()
     assert loaded.cfg.embed_dim == clip_spec.embed_dim and loaded.cfg.image_size == 16
+    e = settings_for("smoke", SMOKE).eval  # the saved sampling defaults are those the evaluation used
+    assert loaded.cfg.sampling.model_dump() == {"sampler": e.sampler, "steps": e.steps, "guidance": e.guidance,
+                                                "best_of": e.decoder_best_of}
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 70])
     cond = {"image_embeds": torch.randn(2, 32), "text_embeds": torch.randn(2, 32), "text_tokens": torch.randn(2, 16, 32),
             "text_mask": torch.ones(2, 16, dtype=torch.bool)}

@@ -103,6 +103,10 @@ def test_train_evaluate_save_and_cli(tmp_path, tmp_path_factory):
     prior = load_prior(folder, expected_spec=spec)
     assert prior.config.embed_dim == spec.embed_dim and prior.config.context_length == spec.context_length
     assert read_info(folder)["step"] == 6
+    # the trained prior samples as its evaluation did unless told otherwise
+    e = settings.eval
+    assert prior.config.sampling.model_dump() == {"sampler": e.sampler, "steps": 3, "guidance": e.guidance,
+                                                  "best_of": e.prior_best_of}
     # the saved normalisation is the shards' statistics
     from clip.shards import EmbeddingShards
     shards = EmbeddingShards.open(tmp_path / "train")

@@ -119,8 +119,8 @@ def best_of_for(info: CascadeInfo, prior_best_of: int | None, decoder_best_of: i
     if prior_best_of is None:
         prior_best_of = info.default_best_of.get("prior", DEFAULT_PRIOR_BEST_OF)
     if decoder_best_of is None:
-        fallback = DEFAULT_DECODER_BEST_OF if info.spec.has_image_tower else 1
-        decoder_best_of = info.default_best_of.get("decoder", fallback)
+        own = info.default_best_of.get("decoder", DEFAULT_DECODER_BEST_OF)
+        decoder_best_of = own if info.spec.has_image_tower else 1  # no image tower: nothing ranks the decodes
     if prior_best_of < 1 or decoder_best_of < 1:
         raise SettingsError(f"prior_best_of and decoder_best_of must be at least 1, got {prior_best_of} and "
                             f"{decoder_best_of}")
