@@ -110,8 +110,8 @@ def clip_figures(tiny: bool, images: int, repeats: int) -> dict:
 
 
 def demo_clip(folder: Path, tiny: bool):
+    from clip.config import model_preset
     from clip.encoder import resolve_spec
-    from clip.model import model_preset
     from core.checkpoint import save_model_folder
 
     cfg = model_preset("smoke" if tiny else "demo")

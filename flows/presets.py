@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from clip.train import ClipTrainSettings
-from clip.train import settings_for as clip_settings
+from clip.config import ClipTrainSettings
+from clip.config import settings_for as clip_settings
 from core.config import Config, apply_overrides
 from core.errors import ConfigError
 from data.config import SOURCES

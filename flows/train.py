@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m flows.train", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="demo", choices=CASCADE_PRESETS)
     parser.add_argument("--data", default=None, metavar="SOURCE[:PATH]",
-                        help="the images every stage reads: shapes (built in), folder:/path (images with captions.tsv, "
+                        help="the images every stage reads: emoji or shapes (built in), folder:/path (images with captions.tsv, "
                              "captions.jsonl or .txt sidecars), webdataset:/shards/{0000..0099}.tar (default: the "
                              "preset's); the same as --set data.source=... --set data.path=...")
     parser.add_argument("--clip", default=None, metavar="SPEC",

@@ -1,4 +1,5 @@
-"""Small CLIPs trained from scratch: open_clip's own model classes, sized by presets."""
+"""The CLIP stage's settings: the small CLIP's model config (open_clip's own classes, sized by presets)
+and its training presets, together."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import Any, Literal
 import open_clip
 from pydantic import Field, model_validator
 
-from core.config import Config, pick_preset
+from clip.augment import ClipAugmentConfig
+from core.config import Config, apply_overrides, pick_preset
+from core.trainer import TrainConfig
+from data import DatasetConfig
 
 
 class ClipModelConfig(Config):
@@ -89,3 +93,49 @@ MODEL_PRESETS: dict[str, ClipModelConfig] = {
 
 def model_preset(name: str) -> ClipModelConfig:
     return pick_preset(MODEL_PRESETS, name, "CLIP model")
+
+
+class ClipTrainSettings(Config):
+    model: ClipModelConfig
+    train: TrainConfig
+    data: DatasetConfig
+    eval_size: int = Field(1000, gt=1, description="held-out pairs the retrieval is scored on")
+    buffer_rows: int = Field(32768, gt=0, description="training rows shuffled together (and searched for hard "
+                             "negatives): the memory the data takes, whatever the dataset's size")
+    hard_fraction: float = Field(0.0, ge=0, lt=1, description="share of each batch given to caption-neighbour hard negatives")
+    augment: ClipAugmentConfig = ClipAugmentConfig()
+    channels_last: bool = Field(True, description="channels-last memory format for the image tower (faster "
+                                "convolutions on CPUs)")
+
+
+PRESETS: dict[str, ClipTrainSettings] = {
+    "smoke": ClipTrainSettings(
+        model=model_preset("smoke"),
+        train=TrainConfig(steps=20, batch_size=32, lr=1e-3, warmup_steps=2, log_every=5),
+        data=DatasetConfig(num_examples=600, val_size=100, image_size=32),
+        eval_size=100,
+        augment=ClipAugmentConfig(probability=0.5),
+    ),
+    "demo": ClipTrainSettings(  # the runs behind each choice: docs/experiments/clip.md
+        model=model_preset("demo"),
+        # 1,000 steps: shape, the attribute learnt last, is still being learnt at 800
+        train=TrainConfig(steps=1000, batch_size=128, lr=1e-3, weight_decay=0.1, warmup_steps=50,
+                          min_lr_ratio=0.05, ema_decay=0.98, log_every=25),
+        data=DatasetConfig(num_examples=21000, val_size=1000, image_size=64,
+                           paraphrase=False),  # paraphrases slowed learning
+        hard_fraction=0.5,  # caption-neighbour negatives: they teach shape
+        # half the images degraded as decoded ones are, so that it reads those as it reads real ones
+        augment=ClipAugmentConfig(probability=0.5, min_scale=0.35, max_blur=1.5, max_noise=0.06, max_ringing=1.5,
+                                  max_blotch=0.06),
+    ),
+    "base": ClipTrainSettings(
+        model=model_preset("base"),
+        train=TrainConfig(steps=20000, batch_size=512, lr=5e-4, weight_decay=0.2, warmup_steps=1000,
+                          mixed_precision="bf16", ema_decay=0.999, checkpoint_every=2000, eval_every=2000),
+        data=DatasetConfig(num_examples=200000, val_size=1000, image_size=64, paraphrase=True),
+    ),
+}
+
+
+def settings_for(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> ClipTrainSettings:
+    return apply_overrides(pick_preset(PRESETS, preset, "CLIP training"), overrides)
