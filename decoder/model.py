@@ -123,8 +123,14 @@ class Prepared:
 
 
 class Decoder(nn.Module):
-    """ε/v/x0-predicting network `forward(x, t, image_embeds, text_embeds, text_tokens, text_mask)`: 3 output
-    channels, or 6 with a learned variance (the prediction first)."""
+    """`forward(x, t, image_embeds, text_embeds, text_tokens, text_mask)` → the prediction its noise config
+    names (ε, x0 or v): 3 channels, or 6 with a learned variance (the prediction first).
+
+    At its core a plain conditioned U-Net (`conditioned_unet`: GLIDE's conditioning through `text_proj`).
+    The extras are optional steps around it, each off by default: `unet_inputs` widens the U-Net's input
+    (coordinate channels, the draft MLP's picture, 2×2 patches) and `refine` corrects its output (a
+    full-resolution refiner, the draft as a residual). Which of them a dataset's preset turns on, and why:
+    docs/experiments/decoder.md."""
 
     def __init__(self, cfg: DecoderConfig) -> None:
         super().__init__()
@@ -201,24 +207,34 @@ class Decoder(nn.Module):
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         x = x.to(self.unet.dtype)
-        inputs = x
+        out = self.conditioned_unet(self.unet_inputs(x, prepared.draft), t, prepared)
+        return self.refine(x, out, t, prepared.draft).float()
+
+    def unet_inputs(self, x: Tensor, draft: Tensor | None) -> Tensor:
+        """The noisy images, then the coordinate channels and the draft where the config has them, in patches."""
+        parts = [x]
         if self.cfg.coord_channels:
-            inputs = torch.cat([inputs, self.coords.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
-        inputs = F.pixel_unshuffle(inputs, self.cfg.patch_size)
-        draft = prepared.draft
+            parts.append(self.coords.to(x.dtype).expand(x.shape[0], -1, -1, -1))
+        inputs = F.pixel_unshuffle(torch.cat(parts, 1), self.cfg.patch_size)
         if draft is not None:
             inputs = torch.cat([inputs, F.pixel_unshuffle(draft.to(inputs.dtype), self.cfg.patch_size)], 1)
-        out = self.unet(inputs, t, encoder_hidden_states=prepared.context,
-                        class_labels=prepared.time_embeds, attention_mask=prepared.mask, return_dict=False)[0]
-        out = F.pixel_shuffle(out, self.cfg.patch_size)
+        return inputs
+
+    def conditioned_unet(self, inputs: Tensor, t: Tensor, prepared: Prepared) -> Tensor:
+        """The U-Net on its (patched) inputs under the prepared conditions, back at full resolution."""
+        out = self.unet(inputs, t, encoder_hidden_states=prepared.context, class_labels=prepared.time_embeds,
+                        attention_mask=prepared.mask, return_dict=False)[0]
+        return F.pixel_shuffle(out, self.cfg.patch_size)
+
+    def refine(self, x: Tensor, out: Tensor, t: Tensor, draft: Tensor | None) -> Tensor:
+        """The refiner's correction from the noisy image, the U-Net's output and the draft, then the draft added
+        back when the U-Net predicts the correction to it (draft_residual); each only where configured."""
         if self.refiner is not None:
             u = self.unet
             step_embeds = u.time_embedding(u.time_proj(t).to(out.dtype))
-            refined = self.refiner(torch.cat([x.to(out.dtype), out] + ([draft.to(out.dtype)] if draft is not None else []),
-                                             1), step_embeds)
-            out = out + refined
-        out = out + draft.to(out.dtype) if self.cfg.draft_residual else out
-        return out.float()
+            extra = [draft.to(out.dtype)] if draft is not None else []
+            out = out + self.refiner(torch.cat([x.to(out.dtype), out, *extra], 1), step_embeds)
+        return out + draft.to(out.dtype) if self.cfg.draft_residual else out
 
     def draw_draft(self, image_embeds: Tensor, text_embeds: Tensor) -> Tensor:
         """The draft MLP's image [B, 3, S, S] for these (already dropped-out) embeddings."""
