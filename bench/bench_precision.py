@@ -222,9 +222,7 @@ def table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--images", type=int, default=4, help="images per sampling call (default: 4)")
+    parser = stages.stage_parser(__doc__.split("\n\n")[0], "stages to measure")
     parser.add_argument("--upsampler2-images", type=int, default=1, help="images per 512 px upsampling call")
     parser.add_argument("--decoder-best-of", type=int, default=4, help="decodes per image (the pipeline's 4)")
     parser.add_argument("--prior-steps", type=int, default=25)
@@ -232,10 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per sampling variant (default: 3)")
     parser.add_argument("--curve-steps", type=int, default=200,
                         help="training steps per precision and stage, interleaved (default: 200; 0: 2 steps)")
-    parser.add_argument("--tiny", action="store_true", help="tiny networks (a smoke run)")
-    parser.add_argument("--only", default=None, help="comma-separated stages to measure, e.g. decoder,upsampler2")
     parser.add_argument("--skip-pipeline", action="store_true", help="leave out the comparison with diffusers")
-    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -8,6 +8,7 @@ are the procedural shapes, rendered here, so no dataset has to be built.
 
 from __future__ import annotations
 
+import argparse
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,17 @@ class Training:
     loss_fn: Callable
     batches: list
     channels_last: bool
+
+
+def stage_parser(description: str, only: str) -> argparse.ArgumentParser:
+    """The options bench_precision and profile_precision share: threads, images per call, stages, tiny, json."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--images", type=int, default=4, help="images per sampling call (default: 4)")
+    parser.add_argument("--only", default=None, help=f"comma-separated {only}, e.g. decoder,upsampler2")
+    parser.add_argument("--tiny", action="store_true", help="tiny networks (a smoke run)")
+    parser.add_argument("--json", help="also write the figures to this file")
+    return parser
 
 
 def shapes_images(count: int, size: int, seed: int = 0) -> torch.Tensor:

@@ -10,7 +10,6 @@ sampling run, per training step), beside their share of the total.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from functools import partial
@@ -79,13 +78,8 @@ def profiles(args) -> dict[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--images", type=int, default=4, help="images per sampling call (default: 4)")
+    parser = stages.stage_parser(__doc__.split("\n\n")[0], "stages")
     parser.add_argument("--top", type=int, default=10, help="ops per table (default: 10)")
-    parser.add_argument("--only", default=None, help="comma-separated stages, e.g. decoder,upsampler2")
-    parser.add_argument("--tiny", action="store_true", help="tiny networks (a smoke run)")
-    parser.add_argument("--json", help="also write the tables to this file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

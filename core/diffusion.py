@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -178,15 +179,16 @@ def training_target(scheduler: DDPMScheduler, x0, noise, t) -> torch.Tensor:
     return scheduler.get_velocity(x0, noise, t)
 
 
-class LossWeights(Config):
-    """Where a stage's diffusion loss looks: which timesteps it trains (uniform, or a share at low noise),
-    and how samples and pixels are weighted (Min-SNR-γ, the clean image's outlines)."""
+@dataclass(frozen=True)
+class LossWeights:
+    """Where a diffusion loss looks: the share of timesteps drawn from the schedule's low-noise end (the first
+    `low_noise_end` of it), Min-SNR-γ (None: plain MSE) and the extra weight on the clean image's outlines.
+    The stage's settings validate them (e.g. DecoderSettings)."""
 
-    low_noise_share: float = Field(0.0, ge=0, lt=1, description="share of timesteps drawn from the schedule's "
-                                   "low-noise end instead of uniformly")
-    low_noise_end: float = Field(0.25, gt=0, le=1, description="that end, as a fraction of the schedule")
-    min_snr_gamma: float | None = Field(None, gt=0, description="Min-SNR-γ weighting (Hang et al. 2023); None: plain MSE")
-    outline_weight: float = Field(0.0, ge=0, description="extra weight on pixels at the clean image's edges")
+    low_noise_share: float = 0.0
+    low_noise_end: float = 0.25
+    min_snr_gamma: float | None = None
+    outline_weight: float = 0.0
 
 
 def training_timesteps(steps: int, batch: int, device: torch.device | str = "cpu", low_noise_share: float = 0.0,
@@ -237,8 +239,8 @@ def diffusion_loss(scheduler: DDPMScheduler, x0: torch.Tensor, predict: Callable
     (weighted) MSE against the scheduler's target; with `learned_variance`, the MSE trains the mean channels and
     the variational bound the variance ones (core.vlb). The noise is drawn in the standard layout, then given
     x0's, so a seed means the same numbers in either; all randomness comes from the global RNG (fit() seeds it)."""
-    memory = torch.channels_last if x0.dim() == 4 and x0.is_contiguous(memory_format=torch.channels_last) \
-        and not x0.is_contiguous() else torch.contiguous_format
+    channels_last = x0.dim() == 4 and not x0.is_contiguous()
+    memory = torch.channels_last if channels_last else torch.contiguous_format
     noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype).contiguous(memory_format=memory)
     t = training_timesteps(scheduler.config.num_train_timesteps, x0.shape[0], x0.device, weights.low_noise_share,
                            weights.low_noise_end)
