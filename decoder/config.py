@@ -201,10 +201,10 @@ PRESETS: dict[str, DecoderSettings] = {
             noise=NoiseConfig(prediction="sample", snr_shift=0.25),
             coord_channels=True,  # without them objects stay blobs in a short run
             draft_width=1024,  # an MLP learns where a shape's pixels go far sooner than convolutions do
-            refine_width=32,  # the patched U-Net blurs small shapes at low noise; a full-resolution CNN helps
         ),
         draft=DraftTrainConfig(steps=2600, lr=2e-3),
-        outline_weight=8.0,  # a shape's outline is a few percent of the pixels, hence of the loss
+        # no outline weight or refiner: on real artwork the first adds speckle and the second does nothing;
+        # the shapes benchmark keeps both (flows/presets.py RECIPES)
         low_noise_share=0.5,  # the shifted schedule trains few samples where small shapes' edges are decided
         # auto: bf16 autocast where a step runs faster in it here (docs/experiments/speed.md).
         # Small batches at a high lr: learning is limited by optimizer steps, not images; β2 0.99 follows

@@ -24,6 +24,11 @@ DATA_STAGES = ("clip", "upsampler1", "upsampler2")
 DEFAULT_DATA = {"smoke": "shapes", "demo": "emoji", "base": "emoji", "paper": "emoji"}
 # Settings one dataset needs on top of a preset (applied after the data is chosen, before --set).
 RECIPES: dict[str, dict[str, list[str]]] = {
+    "shapes": {
+        # a shape's outline is a few percent of the pixels, hence of the loss; the patched U-Net blurs small
+        # shapes at low noise, which a full-resolution CNN corrects (neither helps on emoji: docs/experiments)
+        "demo": ["decoder.outline_weight=8.0", "decoder.decoder.refine_width=32"],
+    },
     "emoji": {
         # the second upsampler crops 512 px pictures: a thousand of them vary enough for its few steps
         "demo": ["upsampler2.max_train_images=1000"],
