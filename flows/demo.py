@@ -4,10 +4,11 @@
     python -m flows.demo --preset demo --data shapes   # `make demo-shapes`: the controlled benchmark
     python -m flows.demo --preset smoke                # the same path in a few minutes
 
-It draws held-out captions (never trained on) at the cascade's full resolution and training captions
-at the first upsampler's, scores both against the real images of the same captions (CLIP score,
-caption retrieval, KID; the shapes readings on shapes), writes a contact sheet of generated beside
-real, and runs a variation, an interpolation and a text diff. Everything goes to `outputs/`.
+It draws held-out captions (never trained on) and training captions at the first upsampler's
+resolution and scores both against the real images of the same captions (CLIP score, caption
+retrieval, KID; the shapes readings on shapes), read by a judge CLIP trained apart from the cascade's.
+It writes contact sheets of generated beside real (held-out ones at the full resolution) and runs a
+variation, an interpolation and a text diff. Everything goes to `outputs/`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from flows.variations import variations_flow
 
 # The text diff each built-in dataset shows: (from, to) in a caption.
 EDITS = {"emoji": ("light skin tone", "dark skin tone"), "shapes": None}
+JUDGE_SEED = 1000  # the judge CLIP's seed, after the cascade CLIP's
+# The cascade CLIP's own reading, reported beside the judge's: the gap is how far the images are tuned to it.
+OWN_SHOWN = ("clip_score", "clip_score_real", "caption_top5", "caption_real_top5")
 
 
 def final_data(settings: CascadeSettings):
@@ -82,12 +86,35 @@ def caption_pool(captions: list[str], examples: list, size: int) -> list[str]:
 
 
 @task(cache_policy=NO_CACHE)
-def score(paths: list[str], examples: list, pool: list[str]) -> dict[str, float]:
-    """The generic figures of the generated images beside the real ones (unclip.evaluate), judged by the
-    cascade's CLIP."""
+def judge_clip(settings: CascadeSettings, workdir: str):
+    """A second CLIP that only scores: trained like the cascade's, on the same training split, from
+    another seed. The cascade's own CLIP is a biased judge: the decoder learns to invert its embeddings
+    and best-of keeps the decode it reads closest, so it reads noisy scribbles as their caption, higher
+    than the real pictures. Reused from `workdir` when trained already."""
+    from clip.spec import SPEC_FILE, ClipSpec
+    from clip.train import train_clip
+    from flows.stage import stage_folder
+    from flows.train import _dataset_fingerprint
+
+    clip = settings.clip
+    judge = clip.override(train=clip.train.override(seed=clip.train.seed + JUDGE_SEED))
+    out = stage_folder(workdir, "judge", judge, {"dataset": _dataset_fingerprint(settings)})
+    if (out / "model" / SPEC_FILE).is_file():
+        return ClipSpec.load(out / "model", own_files=True)
+    return train_clip(judge, out)[0]
+
+
+@task(cache_policy=NO_CACHE)
+def score(paths: list[str], examples: list, pool: list[str], judge) -> dict[str, float]:
+    """The generic figures of the generated images beside the real ones (unclip.evaluate), read by the
+    judge CLIP; the cascade's own CLIP's reading of the same beside them, under `cascade_clip.`."""
+    from clip.encoder import load_encoder
     from unclip.evaluate import champion_encoder, image_metrics
 
-    return image_metrics(paths, [e.caption for e in examples], champion_encoder(), pool, [e.image for e in examples])
+    captions, real = [e.caption for e in examples], [e.image for e in examples]
+    figures = image_metrics(paths, captions, load_encoder(judge), pool, real)
+    own = image_metrics(paths, captions, champion_encoder(), pool, real)
+    return {**figures, **{f"cascade_clip.{k}": own[k] for k in OWN_SHOWN if k in own}}
 
 
 @task(cache_policy=NO_CACHE)
@@ -128,12 +155,13 @@ def edit_of(source: str, examples: list) -> tuple[object, str, str] | None:
 
 @flow(name="unclip-demo", log_prints=True)
 def demo_flow(preset: str = "demo", workdir: str = "runs", out: str = "outputs", prompts: int = 32,
-              overrides: list[str] | None = None, data: str | None = None) -> dict:
+              overrides: list[str] | None = None, data: str | None = None, score_prompts: int = 100) -> dict:
     from core.errors import ConfigError
     from flows.presets import cascade_settings
 
-    if prompts < 2:
-        raise ConfigError(f"the demo needs at least 2 prompts (an interpolation joins two images), got {prompts}")
+    if prompts < 2 or score_prompts < 2:
+        raise ConfigError(f"the demo needs at least 2 prompts (an interpolation joins two images) and 2 scored ones, "
+                          f"got {prompts} and {score_prompts}")
     settings = cascade_settings(preset, overrides or [], data)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -141,18 +169,27 @@ def demo_flow(preset: str = "demo", workdir: str = "runs", out: str = "outputs",
     timings["train"] = time.perf_counter() - start
     out_dir = Path(out)
     t = time.perf_counter()
-    held, seen = pick_examples(settings, "val", prompts), pick_examples(settings, "train", prompts)
-    val_paths, _ = generate_flow([e.caption for e in held], out=f"{out}/heldout", progress=False)
-    train_paths, _ = generate_flow([e.caption for e in seen], output_size=settings.upsampler1.upsampler.high_res,
+    judge = judge_clip(settings, workdir)
+    timings["judge"] = time.perf_counter() - t
+    t = time.perf_counter()
+    count = max(prompts, score_prompts)
+    held, seen = pick_examples(settings, "val", count), pick_examples(settings, "train", count)
+    scored_size = settings.upsampler1.upsampler.high_res  # the scored images stop at the first upsampler
+    full_paths, _ = generate_flow([e.caption for e in held[:prompts]], out=f"{out}/heldout", progress=False)
+    val_paths, _ = generate_flow([e.caption for e in held[:score_prompts]], output_size=scored_size,
+                                 out=f"{out}/heldout_scored", progress=False)
+    train_paths, _ = generate_flow([e.caption for e in seen[:score_prompts]], output_size=scored_size,
                                    out=f"{out}/train_captions", progress=False)
     timings["generate"] = time.perf_counter() - t
     t = time.perf_counter()
     held_out = split_captions(settings, "val")  # retrieval ranks among all of them (as many for training ones)
-    figures = {"heldout": score(val_paths[:-1], held, caption_pool(held_out, held, len(held_out))),
-               "train_captions": score(train_paths[:-1], seen, caption_pool(split_captions(settings, "train"), seen,
-                                                                           len(held_out)))}
-    sheets = {"heldout": write_sheet(val_paths[:-1], held, out_dir, "contact_sheet_heldout"),
-              "train_captions": write_sheet(train_paths[:-1], seen, out_dir, "contact_sheet_train")}
+    train_pool = caption_pool(split_captions(settings, "train"), seen[:score_prompts], len(held_out))
+    figures = {"heldout": score(val_paths[:-1], held[:score_prompts], caption_pool(held_out, held, len(held_out)),
+                                judge),
+               "train_captions": score(train_paths[:-1], seen[:score_prompts], train_pool, judge)}
+    sheets = {"heldout": write_sheet(full_paths[:-1], held[:prompts], out_dir, "contact_sheet_heldout"),
+              "train_captions": write_sheet(train_paths[:-1][:prompts], seen[:min(prompts, score_prompts)], out_dir,
+                                            "contact_sheet_train")}
     timings["score"] = time.perf_counter() - t
     t = time.perf_counter()
     grids = manipulations(settings, held + seen, train_paths, out)
@@ -162,9 +199,11 @@ def demo_flow(preset: str = "demo", workdir: str = "runs", out: str = "outputs",
         "preset": preset, "data": settings.data_source,
         "models": {k: f"{r.model_name} v{r.version}" + (" (reused)" if r.skipped else "") for k, r in results.items()},
         "stage_metrics": {k: r.metrics for k, r in results.items()},
-        "generated": figures, "contact_sheets": sheets,
+        "generated": figures, "contact_sheets": sheets, "judge_clip": judge.fingerprint(),
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
-        "grids": {"heldout": val_paths[-1], "train_captions": train_paths[-1], **grids},
+        # each stage's training, evaluation and registration; the rest of "train" is the embedding step
+        "stage_seconds": {k: round(r.seconds, 1) for k, r in results.items()},
+        "grids": {"heldout": full_paths[-1], "train_captions": train_paths[-1], **grids},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "demo_summary.json").write_text(json.dumps(summary, indent=2))
@@ -199,8 +238,11 @@ def report(summary: dict, out: str) -> None:
         print(f"  {stage:<11} {model}")
     for name, figures in summary["generated"].items():
         keys = ("clip_score", "clip_score_real", "caption_top5", "caption_real_top5", "kid", "kid_real_split")
-        print(f"  {name}: " + ", ".join(f"{k} {figures[k]:.3g}" for k in keys if k in figures))
+        print(f"  {name} (judge CLIP): " + ", ".join(f"{k} {figures[k]:.3g}" for k in keys if k in figures))
+        print(f"  {name} (the cascade's own CLIP): " + ", ".join(
+            f"{k} {figures['cascade_clip.' + k]:.3g}" for k in OWN_SHOWN if "cascade_clip." + k in figures))
     print("  time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in summary["timings_s"].items()))
+    print("  training, per stage: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in summary["stage_seconds"].items()))
     print(f"\nimages:   {Path(out).resolve()}")
     print("contact sheets (generated | real): " + ", ".join(summary["contact_sheets"].values()))
     print(f"summary:  {Path(out).resolve() / 'demo_summary.json'}")
@@ -217,8 +259,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="emoji (the demo's default), shapes, folder:/path or webdataset:/shards/... (see flows.train)")
     parser.add_argument("--workdir", default="runs", help="checkpoints, shards and model folders (default: runs)")
     parser.add_argument("--out", default="outputs", help="where the images go (default: outputs)")
-    parser.add_argument("--prompts", type=int_in(2, 1000), default=32, help="held-out and training captions drawn, "
-                        "at least 2 (an interpolation joins two images) (default: 32)")
+    parser.add_argument("--prompts", type=int_in(2, 1000), default=32, help="captions in each contact sheet, "
+                        "the held-out ones drawn at the full resolution; at least 2 (an interpolation joins two "
+                        "images) (default: 32)")
+    parser.add_argument("--score-prompts", type=int_in(2, 1000), default=100, help="held-out and training captions "
+                        "drawn at the first upsampler's resolution and scored (default: 100)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a training setting, e.g. prior.train.steps=500 (repeatable)")
     args = parser.parse_args(argv)
@@ -231,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         cascade_settings(args.preset, args.overrides, args.data)
         check_output_dir(args.workdir, "--workdir")
         check_output_dir(args.out)
-        report(demo_flow(args.preset, args.workdir, args.out, args.prompts, args.overrides, args.data), args.out)
+        report(demo_flow(args.preset, args.workdir, args.out, args.prompts, args.overrides, args.data,
+                          args.score_prompts), args.out)
     return run_flow_cli(job)
 
 

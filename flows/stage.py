@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -36,6 +37,7 @@ class StageResult:
     skipped: bool = False
     promoted: bool | None = None
     run_id: str | None = None
+    seconds: float = 0.0  # wall time of training, evaluation and registration (0 when reused)
 
     def markdown(self) -> str:
         state = "skipped (inputs unchanged, already registered)" if self.skipped else (
@@ -75,6 +77,7 @@ def run_stage(stage: str, model_name: str, settings: Config, inputs: dict[str, A
         metrics = _read_metrics(folder)
         return StageResult(stage, model_name, existing, folder, metrics, skipped=True)
     tags = {"stage": stage, "inputs_fingerprint": fp, **{k: str(v) for k, v in inputs.items()}}
+    start = time.perf_counter()
     with tracking.start_run(f"unclip-{stage}", run_name=f"{stage}-{fp[:8]}", tags=tags) as tracker:
         tracker.log_params({"settings": settings.model_dump(mode="json")})
         folder, metrics = train(tracker)
@@ -91,7 +94,7 @@ def run_stage(stage: str, model_name: str, settings: Config, inputs: dict[str, A
     log.info("%s: %s version %s %s (%s %.4f vs champion %s)", stage, model_name, decision.version,
              "promoted" if decision.promoted else "kept as challenger", metric, decision.value, decision.champion_value)
     return StageResult(stage, model_name, decision.version, Path(folder), metrics, promoted=decision.promoted,
-                       run_id=tracker.run_id)
+                       run_id=tracker.run_id, seconds=time.perf_counter() - start)
 
 
 def _read_metrics(folder: Path) -> dict[str, float]:

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from core import registry
+from clip.spec import ClipSpec
 from flows.train import MODEL_NAMES
 
 TINY = ["clip.data.num_examples=160", "clip.data.val_size=32", "clip.eval_size=32", "clip.train.steps=4",
@@ -56,6 +57,8 @@ def test_every_stage_is_registered_as_champion(cascade):
 def test_rerun_resumes_where_it_stopped(first_part, cascade):
     assert not first_part["clip"].skipped and not first_part["prior"].skipped
     assert cascade["clip"].skipped and cascade["prior"].skipped
+    assert first_part["clip"].seconds > 0 and cascade["decoder"].seconds > 0  # timed where trained
+    assert cascade["clip"].seconds == 0
     assert not cascade["decoder"].skipped and not cascade["upsampler2"].skipped
 
 
@@ -108,15 +111,19 @@ def test_demo_scores_generates_and_manipulates(harness, cascade):
     from flows.presets import cascade_settings
 
     out = harness / "demo-out"
-    summary = demo_flow("smoke", str(harness), str(out), prompts=4, overrides=TINY)
+    summary = demo_flow("smoke", str(harness), str(out), prompts=4, overrides=TINY, score_prompts=6)
     assert all(model.endswith("(reused)") for model in summary["models"].values())  # trained above
     for name in ("heldout", "train_captions"):
         figures = summary["generated"][name]
         assert {"clip_score", "clip_score_real", "caption_top5", "caption_real_top5", "kid"} <= set(figures), name
+        assert {"cascade_clip.clip_score", "cascade_clip.caption_top5"} <= set(figures), "the cascade CLIP's reading"
         assert {"zeroshot_color", "zeroshot_min", "zeroshot_real_shape"} <= set(figures), "the shapes probe"
         assert 0 <= figures["caption_top1"] <= figures["caption_top5"] <= 1
         assert Path(summary["contact_sheets"][name]).is_file()
-    assert set(summary["timings_s"]) == {"train", "generate", "score", "manipulations", "total"}
+    assert summary["judge_clip"] != ClipSpec.load(cascade["clip"].folder).fingerprint(), "read by a CLIP of its own"
+    assert set(summary["timings_s"]) == {"train", "judge", "generate", "score", "manipulations", "total"}
+    assert len(list((out / "heldout_scored").glob("generate-*.png"))) == 6 + 1  # the scored ones and their grid
+    assert summary["stage_seconds"] == dict.fromkeys(MODEL_NAMES, 0.0)  # every stage reused: no training time
     sizes = cascade_settings("smoke", TINY)
     with Image.open(out / "heldout" / "generate-000.png") as full, \
             Image.open(out / "train_captions" / "generate-000.png") as scored, \
