@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "prior's own, else 2)")
     parser.add_argument("--decoder-best-of", type=int_in(1, common.MAX_BEST_OF), default=None,
                         help="decodes per image; the one the CLIP reads closest to its image embedding is kept "
-                             f"(default: the decoder's own, else {DEFAULT_DECODER_BEST_OF} with a CLIP image tower "
-                             "and 1 without; 1 is the paper's single decode)")
+                             f"(default: the decoder's own, else {DEFAULT_DECODER_BEST_OF}, the paper's single decode; "
+                             "1 for a CLIP without an image tower)")
     parser.add_argument("--batch-size", type=int_in(1, common.MAX_BATCH), default=8,
                         help="images sampled together (default: 8); results do not depend on it")
     return parser

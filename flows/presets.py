@@ -26,8 +26,9 @@ DEFAULT_DATA = {"smoke": "shapes", "demo": "emoji", "base": "emoji", "paper": "e
 RECIPES: dict[str, dict[str, list[str]]] = {
     "shapes": {
         # a shape's outline is a few percent of the pixels, hence of the loss; the patched U-Net blurs small
-        # shapes at low noise, which a full-resolution CNN corrects (neither helps on emoji: docs/experiments)
-        "demo": ["decoder.outline_weight=8.0", "decoder.decoder.refine_width=32"],
+        # shapes at low noise, which a full-resolution CNN corrects; the best of 4 decodes, which CLIP ranks
+        # well on shapes (none of the three helps on emoji: docs/experiments/decoder.md, sampling.md)
+        "demo": ["decoder.outline_weight=8.0", "decoder.decoder.refine_width=32", "decoder.eval.decoder_best_of=4"],
     },
     "emoji": {
         # the second upsampler crops 512 px pictures: a thousand of them vary enough for its few steps

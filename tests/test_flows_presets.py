@@ -52,8 +52,10 @@ def test_webdataset_brace_notation_expands_to_zero_padded_names():
 def test_the_shapes_extras_are_that_datasets_recipe_and_overrides_still_win():
     shapes, emoji, own = (cascade_settings("demo", data=d) for d in ("shapes", "emoji", "folder:/data/mine"))
     assert (shapes.decoder.outline_weight, shapes.decoder.decoder.refine_width) == (8.0, 32)
-    for real in (emoji, own):  # measured on emoji: the outline weight adds speckle, the refiner does nothing
+    assert shapes.decoder.eval.decoder_best_of == 4
+    for real in (emoji, own):  # measured on emoji: the outline weight adds speckle, the others do nothing
         assert (real.decoder.outline_weight, real.decoder.decoder.refine_width) == (0.0, 0)
+        assert real.decoder.eval.decoder_best_of == 1
     assert shapes.decoder.decoder.draft_width == emoji.decoder.decoder.draft_width == 1024  # kept on both
     tuned = cascade_settings("demo", ["decoder.outline_weight=2"], data="shapes")
     assert tuned.decoder.outline_weight == 2.0

@@ -29,9 +29,10 @@ DEFAULT_GUIDANCE: dict[str, float] = {"prior": 1.0, "decoder": 1.0}
 # The paper and Karlo guide at 10 or less; far above it every image saturates, and at 1e30 the
 # guided noise overflows and decodes to black.
 MAX_GUIDANCE = 50.0
-# Decodes per generated image, the one whose CLIP embedding comes back closest to the prior's kept
-# (decoder/best_of.py; the paper decodes once): it lifted generated shape (docs/experiments/sampling.md).
-DEFAULT_DECODER_BEST_OF = 4
+# Decodes per generated image for a decoder that carries no default of its own (converted weights), the
+# one whose CLIP embedding comes back closest to the prior's kept (decoder/best_of.py): the paper's single
+# decode; more helped on shapes only (docs/experiments/sampling.md), whose decoders save 4.
+DEFAULT_DECODER_BEST_OF = 1
 # Prior candidates per generated image, the one closest to the caption kept: the paper's best of 2.
 DEFAULT_PRIOR_BEST_OF = 2
 # Inversion-based manipulations decode with the same (unguided) network that inverted the image, so
