@@ -39,7 +39,8 @@ SHOWN = {
     "prior": ("cos_pred_image", "cos_pred_text", "retrieval_top1", "baseline_retrieval_top1", "val_loss"),
     "decoder": ("clip_score", "clip_score_real_lowres", "caption_top5", "caption_real_lowres_top5", "kid",
                 "kid_real_split", "clip_consistency", "clip_consistency_single", "inversion_psnr"),
-    "upsampler1": ("psnr", "bicubic_psnr", "sharpness", "bicubic_sharpness", "ssim"),
+    "upsampler1": ("psnr", "bicubic_psnr", "sharpness", "bicubic_sharpness", "ssim", "flat_noise",
+                   "bicubic_flat_noise"),
 }
 SHOWN["upsampler2"] = SHOWN["upsampler1"]
 
