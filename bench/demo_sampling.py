@@ -37,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prior-best-of", type=int, nargs="+", default=[None], help="default: the models' own")
     args = parser.parse_args(argv)
 
-    from unclip.provenance import contact_sheet
     from flows.demo import caption_pool, judge_clip, pick_examples, score, split_captions
     from flows.inference import load_pipeline
     from flows.presets import cascade_settings
+    from unclip.provenance import contact_sheet
 
     settings = cascade_settings(args.preset, [], args.data)
     judge = judge_clip.fn(settings, args.workdir)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core import registry
 from clip.spec import ClipSpec
+from core import registry
 from flows.train import MODEL_NAMES
 
 TINY = ["clip.data.num_examples=160", "clip.data.val_size=32", "clip.eval_size=32", "clip.train.steps=4",
