@@ -37,15 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prior-best-of", type=int, nargs="+", default=[None], help="default: the models' own")
     args = parser.parse_args(argv)
 
-    from flows.demo import caption_pool, judge_clip, pick_examples, score, split_captions
+    from clip.encoder import load_encoder
+    from flows.demo import caption_pool, judge_clip, judged_metrics, pick_examples, split_captions
     from flows.inference import load_pipeline
     from flows.presets import cascade_settings
+    from unclip.evaluate import champion_encoder
     from unclip.provenance import contact_sheet
 
     settings = cascade_settings(args.preset, [], args.data)
-    judge = judge_clip.fn(settings, args.workdir)
+    judge, own = load_encoder(judge_clip.fn(settings, args.workdir)), champion_encoder()  # loaded once
     held = pick_examples(settings, "val", args.captions)
-    pool = caption_pool(split_captions(settings, "val"), held, len(split_captions(settings, "val")))
+    held_out = split_captions(settings, "val")
+    pool = caption_pool(held_out, held, len(held_out))
     pipe = load_pipeline("registry", precision="auto", progress=False)
     size = settings.decoder.decoder.image_size
     out = Path(args.out)
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - start
         name = f"g{guidance:g}_d{decoder_best_of}_p{prior_best_of or 'default'}"
         contact_sheet(images[:32], columns=8).save(out / f"{name}.png")
-        figures = score.fn(images, held, pool, judge)
+        figures = judged_metrics(images, held, pool, judge, own)
         rows.append({"setting": name, "guidance": guidance, "decoder_best_of": decoder_best_of,
                      "prior_best_of": prior_best_of, "seconds": seconds, **figures})
         print(f"{name:<18} {seconds:6.1f}s " + " ".join(f"{k}={figures[k]:.3f}" for k in SHOWN if k in figures),

@@ -104,17 +104,24 @@ def judge_clip(settings: CascadeSettings, workdir: str):
     return train_clip(judge, out)[0]
 
 
-@task(cache_policy=NO_CACHE)
-def score(paths: list[str], examples: list, pool: list[str], judge) -> dict[str, float]:
+def judged_metrics(images: list, examples: list, pool: list[str], judge, own) -> dict[str, float]:
     """The generic figures of the generated images beside the real ones (unclip.evaluate), read by the
-    judge CLIP; the cascade's own CLIP's reading of the same beside them, under `cascade_clip.`."""
-    from clip.encoder import load_encoder
-    from unclip.evaluate import champion_encoder, image_metrics
+    `judge` encoder; the cascade's `own` encoder's reading of the same beside them, under `cascade_clip.`."""
+    from unclip.evaluate import image_metrics
 
     captions, real = [e.caption for e in examples], [e.image for e in examples]
-    figures = image_metrics(paths, captions, load_encoder(judge), pool, real)
-    own = image_metrics(paths, captions, champion_encoder(), pool, real)
-    return {**figures, **{f"cascade_clip.{k}": own[k] for k in OWN_SHOWN if k in own}}
+    figures = image_metrics(images, captions, judge, pool, real)
+    mine = image_metrics(images, captions, own, pool, real)
+    return {**figures, **{f"cascade_clip.{k}": mine[k] for k in OWN_SHOWN if k in mine}}
+
+
+@task(cache_policy=NO_CACHE)
+def score(paths: list[str], examples: list, pool: list[str], judge) -> dict[str, float]:
+    """judged_metrics with the `judge` CLIP (a ClipSpec) and the registered cascade CLIP."""
+    from clip.encoder import load_encoder
+    from unclip.evaluate import champion_encoder
+
+    return judged_metrics(paths, examples, pool, load_encoder(judge), champion_encoder())
 
 
 @task(cache_policy=NO_CACHE)
@@ -174,22 +181,21 @@ def demo_flow(preset: str = "demo", workdir: str = "runs", out: str = "outputs",
     t = time.perf_counter()
     count = max(prompts, score_prompts)
     held, seen = pick_examples(settings, "val", count), pick_examples(settings, "train", count)
+    scored_held, scored_seen, sheet = held[:score_prompts], seen[:score_prompts], min(prompts, score_prompts)
     scored_size = settings.upsampler1.upsampler.high_res  # the scored images stop at the first upsampler
     full_paths, _ = generate_flow([e.caption for e in held[:prompts]], out=f"{out}/heldout", progress=False)
-    val_paths, _ = generate_flow([e.caption for e in held[:score_prompts]], output_size=scored_size,
+    val_paths, _ = generate_flow([e.caption for e in scored_held], output_size=scored_size,
                                  out=f"{out}/heldout_scored", progress=False)
-    train_paths, _ = generate_flow([e.caption for e in seen[:score_prompts]], output_size=scored_size,
+    train_paths, _ = generate_flow([e.caption for e in scored_seen], output_size=scored_size,
                                    out=f"{out}/train_captions", progress=False)
     timings["generate"] = time.perf_counter() - t
     t = time.perf_counter()
     held_out = split_captions(settings, "val")  # retrieval ranks among all of them (as many for training ones)
-    train_pool = caption_pool(split_captions(settings, "train"), seen[:score_prompts], len(held_out))
-    figures = {"heldout": score(val_paths[:-1], held[:score_prompts], caption_pool(held_out, held, len(held_out)),
-                                judge),
-               "train_captions": score(train_paths[:-1], seen[:score_prompts], train_pool, judge)}
+    train_pool = caption_pool(split_captions(settings, "train"), scored_seen, len(held_out))
+    figures = {"heldout": score(val_paths[:-1], scored_held, caption_pool(held_out, scored_held, len(held_out)), judge),
+               "train_captions": score(train_paths[:-1], scored_seen, train_pool, judge)}
     sheets = {"heldout": write_sheet(full_paths[:-1], held[:prompts], out_dir, "contact_sheet_heldout"),
-              "train_captions": write_sheet(train_paths[:-1][:prompts], seen[:min(prompts, score_prompts)], out_dir,
-                                            "contact_sheet_train")}
+              "train_captions": write_sheet(train_paths[:sheet], seen[:sheet], out_dir, "contact_sheet_train")}
     timings["score"] = time.perf_counter() - t
     t = time.perf_counter()
     grids = manipulations(settings, held + seen, train_paths, out)
