@@ -45,9 +45,26 @@ def test_auto_takes_fp32_without_bf16_units(monkeypatch, caplog):
     assert "no bf16 units" in caplog.text
 
 
+@pytest.mark.parametrize("speedup, reason", [(0.55, "bf16 matmuls run at 0.55x"), (3.0, None)])
+def test_auto_takes_fp32_without_probing_where_bf16_matmuls_are_slower(monkeypatch, caplog, speedup, reason):
+    monkeypatch.setattr(precision, "has_bf16_units", lambda device: True)
+    monkeypatch.setattr(precision, "bf16_kernel_speedup", lambda device: speedup)
+    why = precision.bf16_cannot_pay("cpu")
+    assert why is None if reason is None else reason in why
+    if reason is not None:
+        with caplog.at_level(logging.INFO, logger="core.precision"):
+            assert precision.resolve("auto", "stage", "cpu", lambda p: pytest.fail("no probe")) == "fp32"
+        assert reason in caplog.text
+
+
+def test_the_kernel_speedup_is_measured_once_and_positive():
+    first = precision.bf16_kernel_speedup("cpu")
+    assert 0 < first < 100 and precision.bf16_kernel_speedup("cpu") == first
+
+
 @pytest.mark.parametrize("slow, expected", [("fp32", "bf16"), ("bf16", "fp32")])
 def test_auto_times_both_keeps_the_faster_logs_and_remembers(monkeypatch, caplog, slow, expected):
-    monkeypatch.setattr(precision, "has_bf16_units", lambda device: True)
+    monkeypatch.setattr(precision, "bf16_cannot_pay", lambda device: None)
     calls = []
 
     def probe(p):
@@ -136,7 +153,7 @@ def test_auto_training_probes_once_logs_and_resumes_in_the_same_precision(tmp_pa
 def test_the_probe_leaves_weights_and_batch_norm_statistics_alone(monkeypatch):
     from core.trainer import _Stream, make_accelerator, training_autocast
 
-    monkeypatch.setattr(precision, "has_bf16_units", lambda device: True)
+    monkeypatch.setattr(precision, "bf16_cannot_pay", lambda device: None)
     torch.manual_seed(0)
     model = Tiny()
     before = {k: v.clone() for k, v in model.state_dict().items()}
