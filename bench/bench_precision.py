@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import precision_stages as stages  # noqa: E402
 
 from core.memory import keep_freed_memory  # noqa: E402
-from core.precision import choices, forget_choices, median_seconds, resolve  # noqa: E402
+from core.precision import bf16_cannot_pay, choices, forget_choices, median_seconds, resolve  # noqa: E402
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 1024, tries: int = 5) -> float:
@@ -146,7 +146,8 @@ def bench(args: argparse.Namespace) -> dict:
     keep_freed_memory()  # as training and the pipeline do
     forget_choices()
     report: dict = {"threads": torch.get_num_threads(), "tiny": args.tiny,
-                    "peak_gflops": {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}}
+                    "peak_gflops": {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)},
+                    "auto_kernel_check": bf16_cannot_pay("cpu") or "bf16 may pay: auto times each stage"}
     wanted = set(args.only.split(",")) if args.only else None
     report["sampling"] = {}
     if wanted is None or "clip" in wanted:
@@ -211,7 +212,8 @@ def table(report: dict) -> str:
         lines.append(f"| {name} | {row['batch']} | {row['seconds']['fp32']:.3f} | {row['seconds']['bf16']:.3f} | "
                      f"{row['ratio']:.2f}x | {loss['fp32']:.4f} ± {err['fp32']:.4f} / "
                      f"{loss['bf16']:.4f} ± {err['bf16']:.4f} ({row['steps']} steps) |")
-    lines += ["", "auto chose: " + "; ".join(f"{k} -> {v['choice']}" for k, v in report["auto"].items())]
+    lines += ["", f"auto's hardware check: {report['auto_kernel_check']}",
+              "auto chose: " + "; ".join(f"{k} -> {v['choice']}" for k, v in report["auto"].items())]
     if "pipeline" in report:
         import bench_vs_diffusers
 

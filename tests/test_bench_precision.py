@@ -24,6 +24,7 @@ def test_a_tiny_run_reports_every_stage(tmp_path, capsys):
     assert {"prior", "decoder", "upsampler1", "upsampler2", "decoder training"} <= set(report["auto"])
     printed = capsys.readouterr().out
     assert "machine peak" in printed and "| upsampler2 |" in printed and "auto chose" in printed
+    assert "auto's hardware check: " in printed and report["auto_kernel_check"]
 
 
 def test_the_op_profile_compares_both_precisions(tmp_path, capsys):
