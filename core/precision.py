@@ -2,9 +2,9 @@
 
 bf16 pays only where the hardware has bf16 units (GPUs from Ampere on; CPUs with AVX512-BF16 or AMX)
 and where the network's time goes to large kernels rather than to the many small operations around
-them. `auto` therefore asks the hardware first (its flags, then a matmul in both) and then times the stage's own work in both precisions
-(interleaved, medians), keeps the faster and logs why; the choice is remembered per stage, device,
-thread count and input shape, so a process pays the probe once.
+them. `auto` therefore asks the hardware first (its flags, then on CPUs a matmul in both) and then times
+the stage's own work in both precisions (interleaved, medians), keeps the faster and logs why; the choice
+is remembered per stage, device, thread count and input shape, so a process pays the probe once.
 
 Inference runs in bf16 weights (`inference_copy`), not under autocast, which would cast every weight at
 every call; training keeps fp32 master weights under bf16 autocast (core.trainer).
@@ -63,25 +63,19 @@ def has_bf16_units(device: torch.device | str) -> bool:
     return device.type in ("xpu", "mps")
 
 
-def bf16_kernel_speedup(device: torch.device | str) -> float:
-    """How many times faster a 512² matmul runs in bf16 than in fp32 here (once per device and thread count).
+def bf16_kernel_speedup() -> float:
+    """How many times faster a 512² matmul runs in bf16 than in fp32 on the CPU (once per thread count).
 
     CPUs that report AVX512-BF16 do not all compute it faster: some run bf16 matmuls and convolutions at
     half fp32's rate (seen on Intel Xeons without AMX), and then no stage can gain from bf16."""
-    return _kernel_speedup(str(torch.device(device)), torch.get_num_threads())
+    return _kernel_speedup(torch.get_num_threads())
 
 
 @functools.cache
-def _kernel_speedup(device: str, threads: int) -> float:
+def _kernel_speedup(threads: int) -> float:
     def matmuls(dtype: torch.dtype) -> Callable[[], None]:
-        a = torch.randn(512, 512, device=device).to(dtype)
-
-        def run() -> None:
-            for _ in range(4):
-                a @ a
-            if a.device.type == "cuda":
-                torch.cuda.synchronize()
-        return run
+        a = torch.randn(512, 512).to(dtype)
+        return lambda: [a @ a for _ in range(4)]
 
     seconds = median_seconds({"fp32": matmuls(torch.float32), "bf16": matmuls(torch.bfloat16)}, rounds=3)
     return seconds["fp32"] / max(seconds["bf16"], 1e-9)
@@ -92,7 +86,7 @@ def bf16_cannot_pay(device: torch.device | str) -> str | None:
     if not has_bf16_units(device):
         return "the device has no bf16 units"
     if torch.device(device).type == "cpu":
-        speedup = bf16_kernel_speedup(device)
+        speedup = bf16_kernel_speedup()
         if speedup < 1.0:
             return f"its bf16 matmuls run at {speedup:.2f}x fp32's speed"
     return None

@@ -48,7 +48,7 @@ def test_auto_takes_fp32_without_bf16_units(monkeypatch, caplog):
 @pytest.mark.parametrize("speedup, reason", [(0.55, "bf16 matmuls run at 0.55x"), (3.0, None)])
 def test_auto_takes_fp32_without_probing_where_bf16_matmuls_are_slower(monkeypatch, caplog, speedup, reason):
     monkeypatch.setattr(precision, "has_bf16_units", lambda device: True)
-    monkeypatch.setattr(precision, "bf16_kernel_speedup", lambda device: speedup)
+    monkeypatch.setattr(precision, "bf16_kernel_speedup", lambda: speedup)
     why = precision.bf16_cannot_pay("cpu")
     assert why is None if reason is None else reason in why
     if reason is not None:
@@ -58,8 +58,8 @@ def test_auto_takes_fp32_without_probing_where_bf16_matmuls_are_slower(monkeypat
 
 
 def test_the_kernel_speedup_is_measured_once_and_positive():
-    first = precision.bf16_kernel_speedup("cpu")
-    assert 0 < first < 100 and precision.bf16_kernel_speedup("cpu") == first
+    first = precision.bf16_kernel_speedup()
+    assert 0 < first < 100 and precision.bf16_kernel_speedup() == first
 
 
 @pytest.mark.parametrize("slow, expected", [("fp32", "bf16"), ("bf16", "fp32")])
