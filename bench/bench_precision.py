@@ -77,11 +77,24 @@ def sampling_figures(sampling: stages.Sampling, repeats: int) -> dict:
     work = flops(lambda: sampling.run("fp32"))
     row = {"rows": sampling.rows, "seconds": seconds, "ratio": seconds["fp32"] / seconds["bf16"],
            "gflops": {p: work / s / 1e9 for p, s in seconds.items()}}
+    row["kernels"] = kernel_figures(lambda p: sampling.run(p), seconds["fp32"], repeats)
     if sampling.images:
         row["psnr_db"] = psnr(outputs["bf16"], outputs["fp32"])
     else:
         row["cosine_min"] = float(torch.nn.functional.cosine_similarity(outputs["bf16"], outputs["fp32"]).min())
     return row
+
+
+def kernel_figures(run, stage_fp32_seconds: float, repeats: int) -> dict:
+    """The stage's matmuls and convolutions alone, each precision's own (bench/kernel_bound.py): their
+    bf16 speed-up is the most bf16 can give this stage here; `share` is their part of the fp32 stage."""
+    import kernel_bound
+
+    calls = {p: kernel_bound.record(lambda p=p: run(p)) for p in ("fp32", "bf16")}
+    replays = {p: kernel_bound.replayer(c) for p, c in calls.items()}
+    seconds = median_seconds(replays, rounds=max(2, repeats))
+    return {"seconds": seconds, "ratio": seconds["fp32"] / seconds["bf16"], "calls": len(calls["fp32"]),
+            "share": seconds["fp32"] / stage_fp32_seconds}
 
 
 def clip_figures(tiny: bool, images: int, repeats: int) -> dict:
@@ -106,6 +119,7 @@ def clip_figures(tiny: bool, images: int, repeats: int) -> dict:
     cos = torch.nn.functional.cosine_similarity
     return {"rows": f"{images} captions + {4 * images} images", "seconds": seconds,
             "ratio": seconds["fp32"] / seconds["bf16"], "gflops": {p: work / s / 1e9 for p, s in seconds.items()},
+            "kernels": kernel_figures(run, seconds["fp32"], repeats),
             "cosine_min": float(torch.cat([cos(text32, text16), cos(image32, image16)]).min())}
 
 
@@ -197,13 +211,14 @@ def table(report: dict) -> str:
     peak = report["peak_gflops"]
     lines = [f"machine peak (1024² matmul, {report['threads']} threads): fp32 {peak['fp32']:.0f} GFLOP/s, "
              f"bf16 {peak['bf16']:.0f} GFLOP/s", "",
-             "| sampling | rows | fp32 s | bf16 s | bf16 speed-up | GFLOP/s fp32 / bf16 | % of peak fp32 / bf16 | "
-             "bf16 vs fp32 output |", "|---|---|---|---|---|---|---|---|"]
+             "| sampling | rows | fp32 s | bf16 s | bf16 speed-up | its kernels alone: bf16 speed-up (share of fp32) | "
+             "GFLOP/s fp32 / bf16 | % of peak fp32 / bf16 | bf16 vs fp32 output |", "|---|---|---|---|---|---|---|---|---|"]
     for name, row in report["sampling"].items():
         g = row["gflops"]
         same = f"PSNR {row['psnr_db']:.1f} dB" if "psnr_db" in row else f"cosine ≥ {row['cosine_min']:.5f}"
         lines.append(f"| {name} | {row['rows']} | {row['seconds']['fp32']:.3f} | {row['seconds']['bf16']:.3f} | "
-                     f"{row['ratio']:.2f}x | {g['fp32']:.1f} / {g['bf16']:.1f} | "
+                     f"{row['ratio']:.2f}x | {row['kernels']['ratio']:.2f}x ({100 * row['kernels']['share']:.0f}%) | "
+                     f"{g['fp32']:.1f} / {g['bf16']:.1f} | "
                      f"{100 * g['fp32'] / peak['fp32']:.0f}% / {100 * g['bf16'] / peak['bf16']:.0f}% | {same} |")
     lines += ["", "| training step | batch | fp32 s | bf16 s | bf16 speed-up | last-quarter loss fp32 / bf16 (± s.e.) |",
               "|---|---|---|---|---|---|"]

@@ -18,12 +18,13 @@ def test_a_tiny_run_reports_every_stage(tmp_path, capsys):
     assert set(report["sampling"]) == {"clip", "prior", "decoder", "upsampler1", "upsampler2"}
     for name, row in report["sampling"].items():
         assert math.isfinite(row["ratio"]) and row["gflops"]["fp32"] > 0, name
+        assert row["kernels"]["calls"] > 0 and 0 < row["kernels"]["share"] and math.isfinite(row["kernels"]["ratio"])
     assert report["sampling"]["decoder"]["psnr_db"] >= 35 and report["sampling"]["upsampler2"]["psnr_db"] >= 35
     assert set(report["training"]) == {"decoder", "upsampler1", "upsampler2", "prior", "clip"}
     assert all(len(row["losses"]["bf16"]) == 3 for row in report["training"].values())
     assert {"prior", "decoder", "upsampler1", "upsampler2", "decoder training"} <= set(report["auto"])
     printed = capsys.readouterr().out
-    assert "machine peak" in printed and "| upsampler2 |" in printed and "auto chose" in printed
+    assert "machine peak" in printed and "its kernels alone" in printed and "| upsampler2 |" in printed and "auto chose" in printed
     assert "auto's hardware check: " in printed and report["auto_kernel_check"]
 
 

@@ -1,0 +1,88 @@
+"""The ceiling bf16 can reach on a stage: its own matmuls and convolutions, replayed alone in each precision.
+
+`record(run)` notes the shape, strides, dtype and arguments of every matmul and convolution one call of
+`run` executes; `replay_seconds(calls)` runs exactly those kernels again on random tensors of the same
+layout. The fp32 run's kernels against the bf16 run's give the speed-up the hardware's kernels allow at
+the stage's own sizes; everything else a stage does (norms, activations, casts, Python) only lowers it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+aten = torch.ops.aten
+# under inference mode linear, matmul and conv2d reach the recorder whole, undecomposed
+KERNELS = {aten.addmm.default, aten.mm.default, aten.bmm.default, aten.baddbmm.default, aten.convolution.default,
+           aten.linear.default, aten.matmul.default, aten.conv2d.default}
+
+
+class Call(NamedTuple):
+    op: object
+    args: tuple  # tensors as ("tensor", size, stride, dtype), other arguments as they were
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[Call] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in KERNELS:
+            self.calls.append(Call(func, tuple(_describe(a) for a in args)))
+        return func(*args, **(kwargs or {}))
+
+
+def _describe(a):
+    if torch.is_tensor(a):
+        return ("tensor", tuple(a.shape), tuple(a.stride()), a.dtype)
+    if isinstance(a, (list, tuple)):
+        return tuple(_describe(x) for x in a)
+    return a
+
+
+def record(run) -> list[Call]:
+    """The matmuls and convolutions one call of `run()` executes, in order."""
+    recorder = _Recorder()
+    with recorder:
+        run()
+    return recorder.calls
+
+
+def replayer(calls: list[Call]):
+    """A function that runs `calls` once more on random tensors (made here once, not timed)."""
+    made: dict[tuple, torch.Tensor] = {}
+
+    def tensor(desc):
+        if desc not in made:
+            _, size, stride, dtype = desc
+            storage = sum((s - 1) * st for s, st in zip(size, stride)) + 1
+            made[desc] = torch.randn(storage).to(dtype).as_strided(size, stride)
+        return made[desc]
+
+    def build(a):
+        if isinstance(a, tuple) and a and a[0] == "tensor":
+            return tensor(a)
+        if isinstance(a, tuple):
+            return tuple(build(x) for x in a)
+        return a
+
+    prepared = [(c.op, tuple(build(a) for a in c.args)) for c in calls]
+
+    def run() -> None:
+        with torch.inference_mode():
+            for op, args in prepared:
+                op(*args)
+
+    return run
+
+
+def summary(calls: list[Call]) -> dict[str, int]:
+    """How many calls of each kind (for the report)."""
+    out: dict[str, int] = {}
+    for c in calls:
+        name = str(c.op).split(".")[-2] if "." in str(c.op) else str(c.op)
+        out[name] = out.get(name, 0) + 1
+    return out
