@@ -135,7 +135,9 @@ class DiffusionPrior(nn.Module):
             text_embeds = torch.where(drop[:, None], null["text_embeds"].to(text_embeds.dtype), text_embeds)
             tokens = torch.where(drop[:, None, None], null["tokens"].to(tokens.dtype), tokens)
             mask = torch.where(drop[:, None], null["mask"], mask.bool())
-        dtype = self.prior.dtype  # bf16 for an inference copy (core.precision); the output is float32 either way
+        # bf16 for an inference copy (core.precision); the output is float32 either way. Not `self.prior.dtype`,
+        # which walks every module at every step
+        dtype = self.null_text_embed.dtype
         # diffusers applies its causal mask only together with a text mask: always pass one.
         return self.prior(x.to(dtype), t, proj_embedding=text_embeds.to(dtype), encoder_hidden_states=tokens.to(dtype),
                           attention_mask=mask.bool(), return_dict=False)[0].float()
