@@ -1,8 +1,8 @@
 """The ceiling bf16 can reach on a stage: its own matmuls and convolutions, replayed alone in each precision.
 
 `record(run)` notes the shape, strides, dtype and arguments of every matmul and convolution one call of
-`run` executes; `replay_seconds(calls)` runs exactly those kernels again on random tensors of the same
-layout. The fp32 run's kernels against the bf16 run's give the speed-up the hardware's kernels allow at
+`run` executes; `replayer(calls)` returns a function that runs exactly those kernels again on random
+tensors of the same layout. The fp32 run's kernels against the bf16 run's give the speed-up the hardware's kernels allow at
 the stage's own sizes; everything else a stage does (norms, activations, casts, Python) only lowers it.
 """
 
@@ -22,6 +22,7 @@ KERNELS = {aten.addmm.default, aten.mm.default, aten.bmm.default, aten.baddbmm.d
 class Call(NamedTuple):
     op: object
     args: tuple  # tensors as ("tensor", size, stride, dtype), other arguments as they were
+    kwargs: tuple = ()  # (name, value) pairs, described alike
 
 
 class _Recorder(TorchDispatchMode):
@@ -31,7 +32,8 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func in KERNELS:
-            self.calls.append(Call(func, tuple(_describe(a) for a in args)))
+            self.calls.append(Call(func, tuple(_describe(a) for a in args),
+                                   tuple((k, _describe(v)) for k, v in (kwargs or {}).items())))
         return func(*args, **(kwargs or {}))
 
 
@@ -69,12 +71,12 @@ def replayer(calls: list[Call]):
             return tuple(build(x) for x in a)
         return a
 
-    prepared = [(c.op, tuple(build(a) for a in c.args)) for c in calls]
+    prepared = [(c.op, tuple(build(a) for a in c.args), {k: build(v) for k, v in c.kwargs}) for c in calls]
 
     def run() -> None:
         with torch.inference_mode():
-            for op, args in prepared:
-                op(*args)
+            for op, args, kwargs in prepared:
+                op(*args, **kwargs)
 
     return run
 

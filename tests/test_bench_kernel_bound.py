@@ -32,8 +32,9 @@ def test_the_replay_runs_the_same_kernels_on_fresh_tensors():
     x = torch.randn(4, 8).t()  # a transposed (strided) operand
     image = torch.randn(1, 4, 6, 6).to(memory_format=torch.channels_last)
     calls = kb.record(lambda: (x @ torch.randn(4, 2), torch.bmm(torch.randn(2, 3, 4), torch.randn(2, 4, 5)),
-                               F.conv2d(image, torch.randn(2, 4, 3, 3), stride=2)))
-    assert len(calls) == 3
+                               F.conv2d(image, torch.randn(2, 4, 3, 3), stride=2),
+                               torch.addmm(torch.randn(2), torch.randn(3, 4), torch.randn(4, 2), beta=0.5)))
+    assert len(calls) == 4 and ("beta", 0.5) in calls[-1].kwargs
     replay = kb.replayer(calls)
     assert kb.record(replay) == calls
 
