@@ -81,10 +81,35 @@ def replayer(calls: list[Call]):
     return run
 
 
+def _name(op) -> str:
+    return str(op).split(".")[-2] if "." in str(op) else str(op)
+
+
 def summary(calls: list[Call]) -> dict[str, int]:
     """How many calls of each kind (for the report)."""
     out: dict[str, int] = {}
     for c in calls:
-        name = str(c.op).split(".")[-2] if "." in str(c.op) else str(c.op)
-        out[name] = out.get(name, 0) + 1
+        out[_name(c.op)] = out.get(_name(c.op), 0) + 1
     return out
+
+
+def shape_key(call: Call) -> tuple:
+    """The kernel and its operands' shapes, not their dtypes: a stage's fp32 and bf16 calls share keys."""
+    return (_name(call.op), *(a[1] for a in call.args if isinstance(a, tuple) and a and a[0] == "tensor"))
+
+
+def per_shape(calls: dict[str, list[Call]], top: int) -> list[dict]:
+    """The `top` kernel shapes with the most fp32 time, each shape's calls replayed alone in both precisions
+    (ms for all its calls of one stage call)."""
+    from core.precision import median_seconds
+
+    groups: dict[str, dict[tuple, list[Call]]] = {p: {} for p in calls}
+    for p, cs in calls.items():
+        for c in cs:
+            groups[p].setdefault(shape_key(c), []).append(c)
+    rows = []
+    for key, fp32_calls in groups["fp32"].items():
+        seconds = median_seconds({p: replayer(groups[p].get(key, [])) for p in calls}, rounds=3)
+        rows.append({"kernel": key[0], "shapes": [list(s) for s in key[1:]], "calls": len(fp32_calls),
+                     "ms": {p: 1e3 * t for p, t in seconds.items()}})
+    return sorted(rows, key=lambda r: -r["ms"]["fp32"])[:top]

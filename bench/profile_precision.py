@@ -3,6 +3,7 @@ training step of each stage (the networks and inputs of bench/bench_precision.py
 
     python bench/profile_precision.py --threads 1                          # every stage, top 10 ops
     python bench/profile_precision.py --only decoder,upsampler2 --top 15 --json ops.json
+    python bench/profile_precision.py --only decoder --kernels             # and its kernels, shape by shape
 
 Each table lists the ops with the most self time in either precision, in milliseconds per call (per
 sampling run, per training step), beside their share of the total.
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import kernel_bound  # noqa: E402
 import precision_stages as stages  # noqa: E402
 
 from core.memory import keep_freed_memory  # noqa: E402
@@ -54,6 +56,17 @@ def table(name: str, result: dict) -> str:
     return "\n".join(lines)
 
 
+def kernel_table(name: str, rows: list[dict]) -> str:
+    lines = [f"{name}: kernels by shape, each replayed alone (bench/kernel_bound.py)",
+             "| kernel | operand shapes | calls | fp32 ms | bf16 ms | bf16 speed-up |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ms = r["ms"]
+        shapes = " ".join("×".join(map(str, s)) for s in r["shapes"])
+        lines.append(f"| {r['kernel']} | {shapes} | {r['calls']} | {ms['fp32']:.1f} | {ms['bf16']:.1f} | "
+                     f"{ms['fp32'] / max(ms['bf16'], 1e-9):.2f}x |")
+    return "\n".join(lines)
+
+
 def profiles(args) -> dict[str, dict]:
     prior = stages.build_prior(args.tiny)
     decoder, decoder_settings = stages.build_decoder(args.tiny)
@@ -69,6 +82,9 @@ def profiles(args) -> dict[str, dict]:
         if wanted is None or sampling.name in wanted:
             out[f"{sampling.name} sampling"] = compare({p: partial(sampling.run, p) for p in ("fp32", "bf16")},
                                                        args.top)
+            if args.kernels:
+                calls = {p: kernel_bound.record(partial(sampling.run, p)) for p in ("fp32", "bf16")}
+                out[f"{sampling.name} sampling kernels"] = kernel_bound.per_shape(calls, args.top)
     for training in trainings:
         if wanted is None or training.name in wanted:
             steps = {p: stages.trainer_for(training, p) for p in ("fp32", "bf16")}
@@ -80,12 +96,15 @@ def profiles(args) -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = stages.stage_parser(__doc__.split("\n\n")[0], "stages")
     parser.add_argument("--top", type=int, default=10, help="ops per table (default: 10)")
+    parser.add_argument("--kernels", action="store_true",
+                        help="also time each sampling stage's matmuls and convolutions alone, shape by shape")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     keep_freed_memory()
     results = profiles(args)
-    print("\n\n".join(table(name, result) for name, result in results.items()))
+    print("\n\n".join(kernel_table(name, result) if name.endswith(" kernels") else table(name, result)
+                      for name, result in results.items()))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -30,10 +30,14 @@ def test_a_tiny_run_reports_every_stage(tmp_path, capsys):
 
 def test_the_op_profile_compares_both_precisions(tmp_path, capsys):
     out = tmp_path / "ops.json"
-    args = ["--tiny", "--images", "1", "--top", "3", "--only", "upsampler2", "--json", str(out)]
+    args = ["--tiny", "--images", "1", "--top", "3", "--only", "upsampler2", "--kernels", "--json", str(out)]
     assert load_bench("profile_precision").main(args) == 0
     tables = json.loads(out.read_text())
-    assert set(tables) == {"upsampler2 sampling", "upsampler2 training step"}
+    assert set(tables) == {"upsampler2 sampling", "upsampler2 training step", "upsampler2 sampling kernels"}
+    kernels = tables.pop("upsampler2 sampling kernels")
+    assert len(kernels) == 3 and all(row["calls"] > 0 and row["ms"]["bf16"] > 0 for row in kernels)
+    assert kernels[0]["ms"]["fp32"] >= kernels[-1]["ms"]["fp32"]  # the costliest shapes first
     for table in tables.values():
         assert len(table["ops"]) == 3 and all(set(ms) == {"fp32", "bf16"} for ms in table["ops"].values())
-    assert "| op | fp32 ms |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| op | fp32 ms |" in printed and "| kernel | operand shapes |" in printed
