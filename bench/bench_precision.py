@@ -77,7 +77,7 @@ def sampling_figures(sampling: stages.Sampling, repeats: int) -> dict:
     work = flops(lambda: sampling.run("fp32"))
     row = {"rows": sampling.rows, "seconds": seconds, "ratio": seconds["fp32"] / seconds["bf16"],
            "gflops": {p: work / s / 1e9 for p, s in seconds.items()}}
-    row["kernels"] = kernel_figures(lambda p: sampling.run(p), seconds["fp32"], repeats)
+    row["kernels"] = kernel_figures(sampling.run, seconds["fp32"], repeats)
     if sampling.images:
         row["psnr_db"] = psnr(outputs["bf16"], outputs["fp32"])
     else:
@@ -90,7 +90,7 @@ def kernel_figures(run, stage_fp32_seconds: float, repeats: int) -> dict:
     bf16 speed-up is the most bf16 can give this stage here; `share` is their part of the fp32 stage."""
     import kernel_bound
 
-    calls = {p: kernel_bound.record(lambda p=p: run(p)) for p in ("fp32", "bf16")}
+    calls = kernel_bound.record_precisions(run)
     replays = {p: kernel_bound.replayer(c) for p, c in calls.items()}
     seconds = median_seconds(replays, rounds=max(2, repeats))
     return {"seconds": seconds, "ratio": seconds["fp32"] / seconds["bf16"], "calls": len(calls["fp32"]),

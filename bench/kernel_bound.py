@@ -2,12 +2,15 @@
 
 `record(run)` notes the shape, strides, dtype and arguments of every matmul and convolution one call of
 `run` executes; `replayer(calls)` returns a function that runs exactly those kernels again on random
-tensors of the same layout. The fp32 run's kernels against the bf16 run's give the speed-up the hardware's kernels allow at
-the stage's own sizes; everything else a stage does (norms, activations, casts, Python) only lowers it.
+tensors of the same layout. The fp32 run's kernels against the bf16 run's give the speed-up the
+hardware's kernels allow at the stage's own sizes; everything else a stage does (norms, activations,
+casts, Python) only lowers it.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -45,12 +48,21 @@ def _describe(a):
     return a
 
 
+def _is_tensor(desc) -> bool:
+    return isinstance(desc, tuple) and bool(desc) and desc[0] == "tensor"
+
+
 def record(run) -> list[Call]:
     """The matmuls and convolutions one call of `run()` executes, in order."""
     recorder = _Recorder()
     with recorder:
         run()
     return recorder.calls
+
+
+def record_precisions(run) -> dict[str, list[Call]]:
+    """`record(run(p))` for p in fp32 and bf16: each precision's own kernels."""
+    return {p: record(partial(run, p)) for p in ("fp32", "bf16")}
 
 
 def replayer(calls: list[Call]):
@@ -65,7 +77,7 @@ def replayer(calls: list[Call]):
         return made[desc]
 
     def build(a):
-        if isinstance(a, tuple) and a and a[0] == "tensor":
+        if _is_tensor(a):
             return tensor(a)
         if isinstance(a, tuple):
             return tuple(build(x) for x in a)
@@ -87,15 +99,12 @@ def _name(op) -> str:
 
 def summary(calls: list[Call]) -> dict[str, int]:
     """How many calls of each kind (for the report)."""
-    out: dict[str, int] = {}
-    for c in calls:
-        out[_name(c.op)] = out.get(_name(c.op), 0) + 1
-    return out
+    return dict(Counter(_name(c.op) for c in calls))
 
 
 def shape_key(call: Call) -> tuple:
     """The kernel and its operands' shapes, not their dtypes: a stage's fp32 and bf16 calls share keys."""
-    return (_name(call.op), *(a[1] for a in call.args if isinstance(a, tuple) and a and a[0] == "tensor"))
+    return (_name(call.op), *(a[1] for a in call.args if _is_tensor(a)))
 
 
 def per_shape(calls: dict[str, list[Call]], top: int) -> list[dict]:

@@ -83,7 +83,7 @@ def profiles(args) -> dict[str, dict]:
             out[f"{sampling.name} sampling"] = compare({p: partial(sampling.run, p) for p in ("fp32", "bf16")},
                                                        args.top)
             if args.kernels:
-                calls = {p: kernel_bound.record(partial(sampling.run, p)) for p in ("fp32", "bf16")}
+                calls = kernel_bound.record_precisions(sampling.run)
                 out[f"{sampling.name} sampling kernels"] = kernel_bound.per_shape(calls, args.top)
     for training in trainings:
         if wanted is None or training.name in wanted:
